@@ -1,0 +1,239 @@
+"""Data: a CSV file or a seeded synthetic set, held in memory and served as sliced batches.
+
+The seeds' data sets have three rows; the synthetic generator makes millions. Both live in memory as
+two tensors, and :class:`TensorBatches` cuts batches straight out of them: no per-row collate and
+no worker processes, which a data set already in memory does not need.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch import Tensor
+
+
+class DataError(ValueError):
+    """A data file or data setting that cannot be used; the message names the file and the fix."""
+
+
+class TensorBatches:
+    """Batches of (x, y) sliced from in-memory tensors, in order or shuffled by a seeded generator.
+
+    The shuffle order of epoch e depends only on (seed, e), so a run is reproducible and a resumed
+    run sees the same order as an uninterrupted one.
+    """
+
+    def __init__(
+        self, x: Tensor, y: Tensor, batch_size: int, shuffle: bool = False, seed: int = 0
+    ) -> None:
+        self.x, self.y = x, y
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.x) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        n, size = len(self.x), self.batch_size
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(n, generator=generator).to(self.x.device)
+        self.epoch += 1
+        for start in range(0, n, size):
+            if self.shuffle:
+                index = order[start : start + size]
+                yield self.x[index], self.y[index]
+            else:
+                yield self.x[start : start + size], self.y[start : start + size]
+
+
+class TensorDataModule(pl.LightningDataModule):
+    """Shared DataModule: subclasses provide ``load() -> (x, y)``; this splits and serves batches."""
+
+    def __init__(
+        self,
+        batch_size: int = 1,
+        shuffle: bool = False,
+        val_fraction: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise DataError(f"data.batch_size must be at least 1, got {batch_size}")
+        if not 0.0 <= val_fraction < 1.0:
+            raise DataError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.val_fraction = val_fraction
+        self.seed = seed
+        self.train_xy: tuple[Tensor, Tensor] | None = None
+        self.val_xy: tuple[Tensor, Tensor] | None = None
+
+    def load(self) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def load_val(self) -> tuple[Tensor, Tensor] | None:
+        """A separate validation set, if the subclass has one."""
+        return None
+
+    @property
+    def in_features(self) -> int:
+        return self._shapes()[0]
+
+    @property
+    def out_features(self) -> int:
+        return self._shapes()[1]
+
+    def _shapes(self) -> tuple[int, int]:
+        self.setup("fit")
+        x, y = self.train_xy
+        return x.shape[1], y.shape[1]
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_xy is not None:
+            return
+        x, y = self.load()
+        val = self.load_val()
+        if val is None and self.val_fraction > 0:
+            n_val = int(round(len(x) * self.val_fraction))
+            if n_val < 1 or n_val >= len(x):
+                raise DataError(
+                    f"data.val_fraction={self.val_fraction} of {len(x)} rows leaves no rows for "
+                    "training or none for validation"
+                )
+            order = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.seed))
+            val = x[order[:n_val]], y[order[:n_val]]
+            x, y = x[order[n_val:]], y[order[n_val:]]
+        self.train_xy, self.val_xy = (x, y), val
+
+    def train_dataloader(self) -> TensorBatches:
+        return TensorBatches(*self.train_xy, self.batch_size, self.shuffle, self.seed)
+
+    def val_dataloader(self) -> TensorBatches | list:
+        if self.val_xy is None:
+            return []
+        return TensorBatches(*self.val_xy, self.batch_size)
+
+
+class CSVDataModule(TensorDataModule):
+    """Reads any CSV with a header row; the input and target columns are named in the config."""
+
+    def __init__(
+        self,
+        train_csv: str,
+        x_columns: Sequence[str],
+        y_columns: Sequence[str],
+        val_csv: str | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.train_csv = train_csv
+        self.val_csv = val_csv
+        self.x_columns = list(x_columns)
+        self.y_columns = list(y_columns)
+
+    def load(self) -> tuple[Tensor, Tensor]:
+        return read_csv(self.train_csv, self.x_columns, self.y_columns)
+
+    def load_val(self) -> tuple[Tensor, Tensor] | None:
+        if self.val_csv is None:
+            return None
+        return read_csv(self.val_csv, self.x_columns, self.y_columns)
+
+
+class SyntheticDataModule(TensorDataModule):
+    """y = c_0 x^d + ... + c_d + noise over n rows of x uniform in [low, high], seeded.
+
+    ``coefficients`` are highest power first, as numpy.polyval takes them: [2.0, 0.0] is y = 2x.
+    """
+
+    def __init__(
+        self,
+        n: int = 1000,
+        coefficients: Sequence[float] = (2.0, 0.0),
+        noise_std: float = 0.1,
+        x_range: Sequence[float] = (-1.0, 1.0),
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        if n < 1:
+            raise DataError(f"data.n must be at least 1, got {n}")
+        self.n = n
+        self.coefficients = list(coefficients)
+        self.noise_std = noise_std
+        self.x_range = tuple(x_range)
+
+    def load(self) -> tuple[Tensor, Tensor]:
+        generator = torch.Generator().manual_seed(self.seed)
+        low, high = self.x_range
+        x = torch.empty(self.n, 1).uniform_(low, high, generator=generator)
+        y = torch.zeros_like(x)
+        for c in self.coefficients:  # Horner's rule, in place: no temporaries of n rows per power
+            y.mul_(x).add_(c)
+        if self.noise_std:
+            y.add_(torch.randn(self.n, 1, generator=generator), alpha=self.noise_std)
+        return x, y
+
+
+def read_csv(path: str | Path, x_columns: Sequence[str], y_columns: Sequence[str]):
+    """Read the named columns of a headed CSV as float32 (x, y); a bad file raises DataError."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file {path} does not exist; check data.train_csv / data.val_csv")
+    with path.open(newline="") as f:
+        header = next(csv.reader(f), None)
+    if not header:
+        raise DataError(f"data file {path} is empty; it needs a header row and at least one data row")
+    header = [h.strip() for h in header]
+    wanted = [*x_columns, *y_columns]
+    missing = [c for c in wanted if c not in header]
+    if missing:
+        raise DataError(
+            f"data file {path} has no column(s) {missing}; its columns are {header}. "
+            "Set data.x_columns and data.y_columns to columns it has."
+        )
+    index = [header.index(c) for c in wanted]
+    try:
+        table = np.loadtxt(path, delimiter=",", skiprows=1, usecols=index, dtype=np.float64, ndmin=2)
+    except ValueError:
+        _raise_bad_cell(path, header, index)
+    if table.shape[0] == 0:
+        raise DataError(f"data file {path} has a header but no data rows")
+    if not np.isfinite(table).all():
+        row, col = np.argwhere(~np.isfinite(table))[0]
+        raise DataError(
+            f"data file {path}, row {row + 2}, column '{wanted[col]}': value {table[row, col]} "
+            "is not finite; remove or fix that row"
+        )
+    data = torch.from_numpy(table.astype(np.float32))
+    return data[:, : len(x_columns)].contiguous(), data[:, len(x_columns) :].contiguous()
+
+
+def _raise_bad_cell(path: Path, header: list[str], index: list[int]) -> None:
+    """Find the first cell numpy could not read and say where it is (line numbers count the header)."""
+    with path.open(newline="") as f:
+        for line, row in enumerate(csv.reader(f), start=1):
+            if line == 1 or not row:
+                continue
+            if len(row) != len(header):
+                raise DataError(
+                    f"data file {path}, row {line}: {len(row)} field(s), but the header has "
+                    f"{len(header)}"
+                )
+            for i in index:
+                try:
+                    float(row[i])
+                except ValueError:
+                    raise DataError(
+                        f"data file {path}, row {line}, column '{header[i]}': "
+                        f"'{row[i]}' is not a number"
+                    ) from None
+    raise DataError(f"data file {path} could not be read as numbers")

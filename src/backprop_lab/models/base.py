@@ -1,0 +1,170 @@
+"""The LightningModule every seed model shares: objective, metrics, logging and the optimiser.
+
+A model subclass holds only its math: its parameters, its forward pass and its parameters named as
+the seed names them. Everything else lives here, once.
+
+Logging is kept off the hot path: per-step values go straight to the loggers every
+``trainer.log_every_n_steps`` steps, and the epoch's loss and metrics are accumulated on the device
+and logged once per epoch (``self.log`` costs ~0.25 ms a call; a 300-step run would spend more time
+logging than training).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torchmetrics import MeanAbsoluteError, MeanSquaredError, R2Score
+
+from backprop_lab.losses import Objective
+from backprop_lab.optim import SGD
+
+Batch = tuple[Tensor, Tensor]
+
+
+class _SplitMetrics(nn.Module):
+    """MSE, MAE and R^2 of one split, updated every step and computed once per epoch.
+
+    R^2 needs at least two samples; it is reported only for epochs that saw two or more.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mse = MeanSquaredError()
+        self.mae = MeanAbsoluteError()
+        self.r2 = R2Score()
+        self.register_buffer("loss_sum", torch.zeros((), dtype=torch.float64), persistent=False)
+        self.samples = 0
+
+    def update(self, loss: Tensor, y_hat: Tensor, y: Tensor) -> None:
+        y_hat, y = y_hat.detach(), y.detach()
+        self.mse.update(y_hat, y)
+        self.mae.update(y_hat, y)
+        self.r2.update(y_hat, y)
+        self.loss_sum += loss.detach() * len(y)
+        self.samples += len(y)
+
+    def compute(self, prefix: str) -> dict[str, Tensor]:
+        if not self.samples:
+            return {}
+        out = {
+            f"{prefix}/loss_epoch": self.loss_sum / self.samples,
+            f"{prefix}/mse": self.mse.compute(),
+            f"{prefix}/mae": self.mae.compute(),
+        }
+        if self.samples >= 2:
+            out[f"{prefix}/r2"] = self.r2.compute()
+        return out
+
+    def reset(self) -> None:
+        for metric in (self.mse, self.mae, self.r2):
+            metric.reset()
+        self.loss_sum.zero_()
+        self.samples = 0
+
+
+class SeedModel(pl.LightningModule):
+    """Base of every seed model. Subclasses define parameters, ``forward`` and ``named_scalars``."""
+
+    #: Number of input and output columns the model takes.
+    in_features: int = 1
+    out_features: int = 1
+
+    def __init__(
+        self,
+        objective: Objective | None = None,
+        optimizer: Callable[[Iterable[nn.Parameter]], Optimizer] | None = None,
+    ) -> None:
+        super().__init__()
+        self.objective = objective or Objective()
+        self.optimizer_factory = optimizer or partial(SGD, lr=0.01)
+        self.train_metrics = _SplitMetrics()
+        self.val_metrics = _SplitMetrics()
+        self.last_loss: Tensor | None = None
+
+    # --- what a subclass provides -------------------------------------------------------------
+    def named_scalars(self) -> dict[str, Tensor]:
+        """Every trainable or fixed parameter entry as a 0-d tensor, named as the seed names it."""
+        raise NotImplementedError
+
+    def penalised_weights(self) -> list[Tensor]:
+        """The tensors the L2 penalty covers: the weights, not the biases."""
+        raise NotImplementedError
+
+    # --- shared training logic ----------------------------------------------------------------
+    def scalar_values(self) -> dict[str, float]:
+        """Parameter values by seed name as Python floats (one device sync)."""
+        scalars = self.named_scalars()
+        values = torch.stack([v.detach().to(torch.float64) for v in scalars.values()]).tolist()
+        return dict(zip(scalars, values, strict=True))
+
+    def compute_loss(self, batch: Batch) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        x, y = batch
+        y_hat = self(x)
+        loss, parts = self.objective(y_hat, y, self.penalised_weights())
+        return y_hat, loss, parts
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        y_hat, loss, parts = self.compute_loss(batch)
+        self.train_metrics.update(loss, y_hat, batch[1])
+        self.last_loss = loss.detach()
+        if self._is_log_step():
+            self._log_now({"train/loss": loss, **{f"train/{k}": v for k, v in parts.items()}})
+        return loss
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        y_hat, loss, _ = self.compute_loss(batch)
+        self.val_metrics.update(loss, y_hat, batch[1])
+
+    def on_train_epoch_end(self) -> None:
+        self.log_dict(self.train_metrics.compute("train"))
+        self.train_metrics.reset()
+        self._log_now({f"params/{k}": v for k, v in self.scalar_values().items()})
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_dict(self.val_metrics.compute("val"))
+        self.val_metrics.reset()
+
+    def configure_optimizers(self) -> Optimizer:
+        return self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
+
+    @torch.no_grad()
+    def predict_at(self, inputs: Sequence[float] | Sequence[Sequence[float]]) -> list[list[float]]:
+        """Predictions at plain-list inputs, one row per input (a bare number is one 1-feature row)."""
+        x = self.inputs_tensor(inputs)
+        return self(x).to(torch.float64).tolist()
+
+    def inputs_tensor(self, inputs: Sequence[float] | Sequence[Sequence[float]]) -> Tensor:
+        """Turn configured inputs into an (n, in_features) tensor on the model's device and dtype."""
+        param = next(self.parameters())
+        x = torch.as_tensor(inputs, dtype=param.dtype, device=param.device)
+        if x.ndim <= 1:
+            x = x.reshape(-1, self.in_features)
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            raise ValueError(
+                f"inputs of shape {tuple(x.shape)} do not fit {type(self).__name__}, which takes "
+                f"{self.in_features} feature(s) per row"
+            )
+        return x
+
+    # --- logging helpers ------------------------------------------------------------------------
+    def _is_log_step(self) -> bool:
+        every = self.trainer.log_every_n_steps if self._trainer is not None else 0
+        return bool(self.loggers) and every > 0 and self.global_step % every == 0
+
+    def _log_now(self, metrics: dict[str, Tensor | float]) -> None:
+        """Write scalars to every logger at the current step, bypassing ``self.log``'s bookkeeping."""
+        if not self.loggers:
+            return
+        values = {k: float(v.detach()) if isinstance(v, Tensor) else float(v) for k, v in metrics.items()}
+        for logger in self.loggers:
+            logger.log_metrics(values, step=self.global_step)
+
+
+def as_parameter(values: float | Sequence, *, trainable: bool = True) -> nn.Parameter:
+    """A float32 parameter from a config value (a number or nested list)."""
+    return nn.Parameter(torch.as_tensor(values, dtype=torch.float32), requires_grad=trainable)
