@@ -14,7 +14,7 @@ def _tensorboards(trainer: pl.Trainer) -> list:
 
 
 class GradNormLogger(pl.Callback):
-    """Logs the global L2 norm of the gradients as ``grad/norm`` every ``log_every_n_steps`` steps."""
+    """Logs the gradients' global L2 norm as ``grad/norm`` every ``log_every_n_steps`` steps."""
 
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Optimizer

@@ -56,7 +56,7 @@ class TensorBatches:
 
 
 class TensorDataModule(pl.LightningDataModule):
-    """Shared DataModule: subclasses provide ``load() -> (x, y)``; this splits and serves batches."""
+    """Shared DataModule: a subclass provides ``load() -> (x, y)``; this splits and serves it."""
 
     def __init__(
         self,
@@ -103,7 +103,7 @@ class TensorDataModule(pl.LightningDataModule):
         x, y = self.load()
         val = self.load_val()
         if val is None and self.val_fraction > 0:
-            n_val = int(round(len(x) * self.val_fraction))
+            n_val = round(len(x) * self.val_fraction)
             if n_val < 1 or n_val >= len(x):
                 raise DataError(
                     f"data.val_fraction={self.val_fraction} of {len(x)} rows leaves no rows for "
@@ -189,9 +189,15 @@ def read_csv(path: str | Path, x_columns: Sequence[str], y_columns: Sequence[str
     if not path.is_file():
         raise DataError(f"data file {path} does not exist; check data.train_csv / data.val_csv")
     with path.open(newline="") as f:
-        header = next(csv.reader(f), None)
+        reader = csv.reader(f)
+        header = next(reader, None)
+        first_row = next((row for row in reader if row), None)
     if not header:
-        raise DataError(f"data file {path} is empty; it needs a header row and at least one data row")
+        raise DataError(
+            f"data file {path} is empty; it needs a header row and at least one data row"
+        )
+    if first_row is None:
+        raise DataError(f"data file {path} has a header but no data rows")
     header = [h.strip() for h in header]
     wanted = [*x_columns, *y_columns]
     missing = [c for c in wanted if c not in header]
@@ -202,11 +208,11 @@ def read_csv(path: str | Path, x_columns: Sequence[str], y_columns: Sequence[str
         )
     index = [header.index(c) for c in wanted]
     try:
-        table = np.loadtxt(path, delimiter=",", skiprows=1, usecols=index, dtype=np.float64, ndmin=2)
+        table = np.loadtxt(
+            path, delimiter=",", skiprows=1, usecols=index, dtype=np.float64, ndmin=2
+        )
     except ValueError:
         _raise_bad_cell(path, header, index)
-    if table.shape[0] == 0:
-        raise DataError(f"data file {path} has a header but no data rows")
     if not np.isfinite(table).all():
         row, col = np.argwhere(~np.isfinite(table))[0]
         raise DataError(
@@ -218,7 +224,7 @@ def read_csv(path: str | Path, x_columns: Sequence[str], y_columns: Sequence[str
 
 
 def _raise_bad_cell(path: Path, header: list[str], index: list[int]) -> None:
-    """Find the first cell numpy could not read and say where it is (line numbers count the header)."""
+    """Find the first cell numpy could not read and say where (line numbers count the header)."""
     with path.open(newline="") as f:
         for line, row in enumerate(csv.reader(f), start=1):
             if line == 1 or not row:

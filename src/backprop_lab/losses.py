@@ -28,7 +28,8 @@ class Objective:
         unknown = sorted(set(terms) - set(DATA_LOSSES))
         if unknown or not terms:
             raise ValueError(
-                f"unknown loss term(s) {unknown or '(none given)'}; choose from {sorted(DATA_LOSSES)}"
+                f"unknown loss term(s) {unknown or '(none given)'}; "
+                f"choose from {sorted(DATA_LOSSES)}"
             )
         self.terms = {name: float(weight) for name, weight in terms.items()}
         self.l2 = float(l2)
@@ -38,7 +39,7 @@ class Objective:
     def __call__(
         self, y_hat: Tensor, y: Tensor, weights: Iterable[Tensor] = ()
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Return J and its named parts (each term when there are several; L and s with an L2 term)."""
+        """Return J and its named parts: each term when there are several; L and s with L2."""
         parts: dict[str, Tensor] = {}
         if self._single:
             (name,) = self.terms

@@ -1,14 +1,16 @@
 """One training run: a composed config in, a summary out.
 
-    instantiate data, objective, optimiser (partial), model, callbacks, loggers, Trainer
-    -> predictions at the configured inputs -> trainer.fit -> predictions again
-    -> summary.json in the run's output dir, and a short report on the console
+instantiate data, objective, optimiser (partial), model, callbacks, loggers, Trainer
+-> predictions at the configured inputs -> trainer.fit -> predictions again
+-> summary.json in the run's output dir, and a short report on the console
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,16 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from backprop_lab.data import DataError, TensorDataModule
 from backprop_lab.models import SeedModel
+
+# Lightning 2.6 calls a torch.utils._pytree API that torch 2.15 deprecates: nothing to act on.
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
+def _single_console() -> None:
+    """`import lightning` adds a console handler of its own; under Hydra, whose root handler already
+    prints (and writes train.log), that handler makes every Lightning message appear twice."""
+    if logging.getLogger().handlers:
+        logging.getLogger("lightning").handlers.clear()
 
 
 def build(cfg: DictConfig) -> tuple[TensorDataModule, SeedModel]:
@@ -39,6 +51,7 @@ def build(cfg: DictConfig) -> tuple[TensorDataModule, SeedModel]:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train the configured model and return the run's summary (also written to summary.json)."""
     started = time.perf_counter()
+    _single_console()
     if cfg.seed is not None:
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
@@ -47,7 +60,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule, model = build(cfg)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg]
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    # Without validation data, tell the Trainer so rather than hand it an empty loader.
+    no_val = {"limit_val_batches": 0} if datamodule.val_xy is None else {}
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, **no_val
+    )
 
     inputs = _as_rows(cfg.get("predict_at"))
     before = model.predict_at(inputs) if inputs is not None else None
@@ -76,13 +93,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 def report(summary: dict[str, Any]) -> str:
-    """The console report: predictions before and after (as the seeds print them), loss, device, logs."""
+    """The console report: predictions before and after (as the seeds print), loss, device, logs."""
     lines = []
     inputs = summary["predict_at"]
     if inputs is not None:
         for when in ("before", "after"):
             preds = summary[f"predictions_{when}"]
-            shown = ", ".join(f"x={_fmt(x)} -> {_fmt(p)}" for x, p in zip(inputs, preds, strict=True))
+            shown = ", ".join(
+                f"x={_fmt(x)} -> {_fmt(p)}" for x, p in zip(inputs, preds, strict=True)
+            )
             lines.append(f"predict ({when} training): {shown}")
     lines += [
         f"final loss: {summary['final_loss']!r}",
@@ -96,7 +115,9 @@ def report(summary: dict[str, Any]) -> str:
 
 def _fmt(values: Any) -> str:
     if isinstance(values, list):
-        return values[0].__repr__() if len(values) == 1 else "(" + ", ".join(map(repr, values)) + ")"
+        return (
+            values[0].__repr__() if len(values) == 1 else "(" + ", ".join(map(repr, values)) + ")"
+        )
     return repr(values)
 
 

@@ -134,12 +134,12 @@ class SeedModel(pl.LightningModule):
 
     @torch.no_grad()
     def predict_at(self, inputs: Sequence[float] | Sequence[Sequence[float]]) -> list[list[float]]:
-        """Predictions at plain-list inputs, one row per input (a bare number is one 1-feature row)."""
+        """Predictions at plain-list inputs, a row per input (a bare number: a 1-feature row)."""
         x = self.inputs_tensor(inputs)
         return self(x).to(torch.float64).tolist()
 
     def inputs_tensor(self, inputs: Sequence[float] | Sequence[Sequence[float]]) -> Tensor:
-        """Turn configured inputs into an (n, in_features) tensor on the model's device and dtype."""
+        """Configured inputs as an (n, in_features) tensor on the model's device and dtype."""
         param = next(self.parameters())
         x = torch.as_tensor(inputs, dtype=param.dtype, device=param.device)
         if x.ndim <= 1:
@@ -157,10 +157,12 @@ class SeedModel(pl.LightningModule):
         return bool(self.loggers) and every > 0 and self.global_step % every == 0
 
     def _log_now(self, metrics: dict[str, Tensor | float]) -> None:
-        """Write scalars to every logger at the current step, bypassing ``self.log``'s bookkeeping."""
+        """Write scalars to every logger at the current step, without ``self.log``'s bookkeeping."""
         if not self.loggers:
             return
-        values = {k: float(v.detach()) if isinstance(v, Tensor) else float(v) for k, v in metrics.items()}
+        values = {
+            k: float(v.detach()) if isinstance(v, Tensor) else float(v) for k, v in metrics.items()
+        }
         for logger in self.loggers:
             logger.log_metrics(values, step=self.global_step)
 

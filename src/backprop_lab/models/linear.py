@@ -8,7 +8,7 @@ from backprop_lab.models.base import SeedModel, as_parameter
 
 
 class LinearRegression(SeedModel):
-    """y_hat = w * x, or y_hat = w * x + b with ``bias=True``; w and b start at the configured values."""
+    """y_hat = w * x, or w * x + b with ``bias=True``; w and b start at the configured values."""
 
     def __init__(self, w: float = 3.0, bias: bool = False, b: float = 0.0, **kwargs) -> None:
         super().__init__(**kwargs)

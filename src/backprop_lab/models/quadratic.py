@@ -15,7 +15,9 @@ class QuadraticRegression(SeedModel):
     def __init__(self, w: Sequence[float] = (1.0, 1.0, 1.0), **kwargs) -> None:
         super().__init__(**kwargs)
         if len(w) != 3:
-            raise ValueError(f"the quadratic model takes 3 coefficients [w0, w1, w2], got {list(w)}")
+            raise ValueError(
+                f"the quadratic model takes 3 coefficients [w0, w1, w2], got {list(w)}"
+            )
         self.save_hyperparameters("w")
         self.w = as_parameter(list(w))
 

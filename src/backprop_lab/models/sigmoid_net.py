@@ -81,7 +81,9 @@ class SigmoidNet(SeedModel):
 def _matrix(values: Matrix, name: str) -> list[list[float]]:
     rows = [list(row) for row in values]
     if not rows or any(len(row) != len(rows[0]) or not row for row in rows):
-        raise ValueError(f"{name} must be a non-empty rectangular matrix (a list of rows), got {values}")
+        raise ValueError(
+            f"{name} must be a non-empty rectangular matrix (a list of rows), got {values}"
+        )
     return rows
 
 

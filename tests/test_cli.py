@@ -1,0 +1,56 @@
+"""train.py as a user runs it: a subprocess, its console report, its output dir."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import ROOT
+
+
+def train_cli(*args: str, log_dir: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), f"paths.log_dir={log_dir}", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=log_dir.parent,
+        timeout=300,
+    )
+
+
+def test_train_quadratic_prints_the_seed_report(tmp_path):
+    result = train_cli(
+        "model=quadratic", "trainer.enable_progress_bar=false", log_dir=tmp_path / "logs"
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "predict (before training): x=4.0 -> 21.0" in out
+    assert "predict (after training): x=4.0 -> 8.544171333312988" in out
+    assert "final loss: 0.00631808303296566" in out
+    assert re.search(r"^device: (cpu|cuda)", out, re.M)
+    logs = Path(re.search(r"^logs: (.+)$", out, re.M).group(1))
+    # The run's own dir under logs/runs/<model>/<time>, holding everything it wrote.
+    assert logs.parent == tmp_path / "logs" / "runs" / "quadratic"
+    assert (logs / "summary.json").is_file()
+    assert (logs / "checkpoints" / "last.ckpt").is_file()
+    assert list(logs.glob("events.out.tfevents.*"))
+    assert json.loads((logs / "summary.json").read_text())["steps"] == 300
+    # Nothing lands in the directory the command ran from.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["logs"]
+    # Each Lightning message once, not twice (Hydra's console and Lightning's own).
+    assert "Traceback" not in result.stderr
+
+
+def test_two_runs_get_separate_output_dirs(tmp_path):
+    args = ("model=linear", "trainer.max_epochs=1", "trainer.enable_progress_bar=false")
+    first = train_cli(*args, log_dir=tmp_path / "logs")
+    second = train_cli(*args, log_dir=tmp_path / "logs")
+    assert first.returncode == second.returncode == 0
+    runs = list((tmp_path / "logs" / "runs" / "linear").iterdir())
+    assert len(runs) == 2

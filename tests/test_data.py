@@ -1,0 +1,116 @@
+"""The DataModules: CSV reading, batching, shuffling, splitting, the synthetic generator."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from backprop_lab.data import (
+    CSVDataModule,
+    DataError,
+    SyntheticDataModule,
+    TensorBatches,
+    read_csv,
+)
+
+from conftest import ROOT
+
+
+def write(tmp_path, text: str, name: str = "d.csv"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_reads_named_columns_in_any_order(tmp_path):
+    path = write(tmp_path, "y,noise,x\n2,9,1\n4,9,2\n")
+    x, y = read_csv(path, ["x"], ["y"])
+    assert x.tolist() == [[1.0], [2.0]]
+    assert y.tolist() == [[2.0], [4.0]]
+    assert x.dtype == y.dtype == torch.float32
+
+
+def test_seed000_csv_gives_two_inputs_and_two_targets():
+    x, y = read_csv(ROOT / "data" / "seed000_sigmoid.csv", ["x1", "x2"], ["y1", "y2"])
+    assert x.tolist() == [[0.5, pytest.approx(0.3)]]
+    assert y.tolist() == [[pytest.approx(0.23), pytest.approx(-0.07)]]
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("", ["empty"]),
+        ("x,y\n", ["no data rows"]),
+        ("a,b\n1,2\n", ["no column", "['x', 'y']", "x_columns"]),
+        ("x,y\n1,2\n2,oops\n", ["row 3", "'y'", "'oops' is not a number"]),
+        ("x,y\n1,2\n2\n", ["row 3", "1 field"]),
+        ("x,y\n1,2\nnan,4\n", ["row 3", "'x'", "not finite"]),
+        ("x,y\n1,inf\n", ["row 2", "'y'", "not finite"]),
+    ],
+)
+def test_bad_csv_names_file_and_place(tmp_path, text, words):
+    path = write(tmp_path, text)
+    with pytest.raises(DataError) as error:
+        read_csv(path, ["x"], ["y"])
+    message = str(error.value)
+    assert str(path) in message
+    for word in words:
+        assert word in message
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        read_csv(tmp_path / "nope.csv", ["x"], ["y"])
+
+
+def test_batches_in_order_by_default():
+    x = torch.arange(5.0).reshape(-1, 1)
+    batches = list(TensorBatches(x, x * 2, batch_size=2))
+    assert [b[0].flatten().tolist() for b in batches] == [[0, 1], [2, 3], [4]]
+    assert len(TensorBatches(x, x, batch_size=2)) == 3
+
+
+def test_shuffle_is_seeded_per_epoch():
+    x = torch.arange(10.0).reshape(-1, 1)
+    a, b = (
+        TensorBatches(x, x, 10, shuffle=True, seed=3),
+        TensorBatches(x, x, 10, shuffle=True, seed=3),
+    )
+    epoch0_a, epoch1_a = next(iter(a))[0], next(iter(a))[0]
+    epoch0_b = next(iter(b))[0]
+    assert torch.equal(epoch0_a, epoch0_b)  # same seed, same order
+    assert not torch.equal(epoch0_a, epoch1_a)  # a new order each epoch
+    assert sorted(epoch0_a.flatten().tolist()) == list(range(10))
+    # x and y stay paired under shuffling.
+    xb, yb = next(iter(TensorBatches(x, x * 2, 4, shuffle=True, seed=0)))
+    assert torch.equal(yb, xb * 2)
+
+
+def test_validation_split_and_file(tmp_path):
+    path = write(tmp_path, "x,y\n" + "".join(f"{i},{2 * i}\n" for i in range(10)))
+    split = CSVDataModule(str(path), ["x"], ["y"], val_fraction=0.3)
+    split.setup()
+    assert len(split.train_xy[0]) == 7 and len(split.val_xy[0]) == 3
+    both = torch.cat([split.train_xy[0], split.val_xy[0]]).flatten().sort().values
+    assert both.tolist() == list(range(10))
+    separate = CSVDataModule(str(path), ["x"], ["y"], val_csv=str(path))
+    separate.setup()
+    assert len(separate.val_xy[0]) == 10
+
+
+def test_synthetic_is_seeded_and_follows_its_polynomial():
+    a = SyntheticDataModule(n=500, coefficients=[3.0, -1.0, 2.0], noise_std=0.0, seed=1)
+    b = SyntheticDataModule(n=500, coefficients=[3.0, -1.0, 2.0], noise_std=0.0, seed=1)
+    a.setup(), b.setup()
+    x, y = a.train_xy
+    assert torch.equal(x, b.train_xy[0])
+    assert torch.allclose(y, 3 * x**2 - x + 2, atol=1e-5)
+    noisy = SyntheticDataModule(n=20000, coefficients=[0.0], noise_std=0.5, seed=1)
+    noisy.setup()
+    assert noisy.train_xy[1].std().item() == pytest.approx(0.5, rel=0.05)
+
+
+@pytest.mark.parametrize("kwargs", [{"batch_size": 0}, {"val_fraction": 1.0}])
+def test_bad_settings(kwargs):
+    with pytest.raises(DataError):
+        SyntheticDataModule(**kwargs)

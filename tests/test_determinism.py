@@ -1,0 +1,28 @@
+"""The same command with the same seed gives the same numbers."""
+
+from __future__ import annotations
+
+SHUFFLED = (
+    "model=quadratic",
+    "data=synthetic",
+    "data.n=256",
+    "data.batch_size=16",
+    "trainer.max_epochs=3",
+    "optimizer.lr=0.05",
+)
+
+
+def test_same_seed_same_numbers(run):
+    first = run(*SHUFFLED, "seed=7", out="a")
+    second = run(*SHUFFLED, "seed=7", out="b")
+    assert first["parameters"] == second["parameters"]
+    assert first["final_loss"] == second["final_loss"]
+
+
+def test_seed_zero_is_a_seed(run):
+    # seed=0 must seed (a falsy check would skip it) and differ from another seed.
+    zero_a = run(*SHUFFLED, "seed=0", out="a")
+    zero_b = run(*SHUFFLED, "seed=0", out="b")
+    one = run(*SHUFFLED, "seed=1", out="c")
+    assert zero_a["parameters"] == zero_b["parameters"]
+    assert zero_a["parameters"] != one["parameters"]
