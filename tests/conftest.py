@@ -21,11 +21,11 @@ ROOT = PROJECT_ROOT
 def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
     """Compose conf/train.yaml with overrides, as `train.py` would, writing under tmp_path."""
 
-    def _make(*overrides: str, out: str = "run") -> DictConfig:
+    def _make(*overrides: str, out: str = "run", config_name: str = "train") -> DictConfig:
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             cfg = compose(
-                config_name="train",
+                config_name=config_name,
                 overrides=[
                     f"paths.output_dir={tmp_path / out}",
                     f"paths.log_dir={tmp_path / 'logs'}",

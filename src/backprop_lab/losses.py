@@ -13,10 +13,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-#: Data losses by name: each maps (prediction, target) to a scalar mean over all elements.
-DATA_LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-    "mse": F.mse_loss,
-    "mae": F.l1_loss,
+
+def _mse_grad(y_hat: Tensor, y: Tensor) -> Tensor:
+    """d/dy_hat of mean((y_hat - y)^2) = 2/n * (y_hat - y), n the number of elements."""
+    return (2.0 / y_hat.numel()) * (y_hat - y)
+
+
+def _mae_grad(y_hat: Tensor, y: Tensor) -> Tensor:
+    """d/dy_hat of mean(|y_hat - y|) = sign(y_hat - y) / n (0 where they are equal, as autograd)."""
+    return torch.sign(y_hat - y) / y_hat.numel()
+
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+#: Data losses by name: (loss, its derivative by y_hat). Each loss is a mean over all elements.
+DATA_LOSSES: dict[str, tuple[LossFn, LossFn]] = {
+    "mse": (F.mse_loss, _mse_grad),
+    "mae": (F.l1_loss, _mae_grad),
 }
 
 
@@ -43,11 +56,11 @@ class Objective:
         parts: dict[str, Tensor] = {}
         if self._single:
             (name,) = self.terms
-            data_loss = DATA_LOSSES[name](y_hat, y)
+            data_loss = DATA_LOSSES[name][0](y_hat, y)
         else:
             data_loss = torch.zeros((), dtype=y_hat.dtype, device=y_hat.device)
             for name, weight in self.terms.items():
-                parts[name] = DATA_LOSSES[name](y_hat, y)
+                parts[name] = DATA_LOSSES[name][0](y_hat, y)
                 data_loss = data_loss + weight * parts[name]
         if not self.l2:
             return data_loss, parts
@@ -55,6 +68,23 @@ class Objective:
         parts["L"] = data_loss
         parts["s"] = penalty
         return data_loss + penalty, parts
+
+    def grad_output(self, y_hat: Tensor, y: Tensor) -> Tensor:
+        """dL/dy_hat of the data loss L (the L2 term does not depend on y_hat)."""
+        grad = None
+        for name, weight in self.terms.items():
+            term = DATA_LOSSES[name][1](y_hat, y)
+            term = term if weight == 1.0 else weight * term
+            grad = term if grad is None else grad + term
+        return grad
+
+    def describe(self) -> str:
+        """The objective in words, e.g. ``mse`` or ``1*mse + 0.5*mae + l2/2*||W||^2 (l2=0.01)``."""
+        if self._single:
+            text = next(iter(self.terms))
+        else:
+            text = " + ".join(f"{w:g}*{name}" for name, w in self.terms.items())
+        return text + (f" + l2/2*||W||^2 (l2={self.l2:g})" if self.l2 else "")
 
     def __repr__(self) -> str:
         return f"Objective(terms={self.terms}, l2={self.l2})"

@@ -1,7 +1,10 @@
-"""The LightningModule every seed model shares: objective, metrics, logging and the optimiser.
+"""The LightningModule every seed model shares: objective, gradients, metrics, logging, optimiser.
 
-A model subclass holds only its math: its parameters, its forward pass and its parameters named as
-the seed names them. Everything else lives here, once.
+A model subclass holds only its math: its parameters, its forward pass, its gradients by the chain
+rule (``backward_by_hand``) and the seed's names for its parameters. Everything else lives here.
+
+``gradients="autograd"`` (the default) trains with ``loss.backward()``; ``gradients="manual"``
+trains with the hand-derived gradients through Lightning's manual optimisation.
 
 Logging is kept off the hot path: per-step values go straight to the loggers every
 ``trainer.log_every_n_steps`` steps, and the epoch's loss and metrics are accumulated on the device
@@ -11,7 +14,7 @@ logging than training).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 
 import lightning.pytorch as pl
@@ -24,6 +27,9 @@ from backprop_lab.losses import Objective
 from backprop_lab.optim import SGD
 
 Batch = tuple[Tensor, Tensor]
+#: One path of the chain rule: (symbol of a local derivative, its value per row of the batch).
+Path = list[tuple[str, Tensor]]
+GRADIENT_MODES = ("autograd", "manual")
 
 
 class _SplitMetrics(nn.Module):
@@ -68,39 +74,60 @@ class _SplitMetrics(nn.Module):
 
 
 class SeedModel(pl.LightningModule):
-    """Base of every seed model. Subclasses define parameters, ``forward`` and ``named_scalars``."""
+    """Base of every seed model.
+
+    A subclass defines its parameters, ``forward``, ``backward_by_hand``, ``seed_names`` and
+    ``penalised`` (the names of the parameters the L2 term covers: weights, not biases).
+    """
 
     #: Number of input and output columns the model takes.
     in_features: int = 1
     out_features: int = 1
+    #: Parameters the L2 penalty covers.
+    penalised: tuple[str, ...] = ()
 
     def __init__(
         self,
         objective: Objective | None = None,
         optimizer: Callable[[Iterable[nn.Parameter]], Optimizer] | None = None,
+        gradients: str = "autograd",
     ) -> None:
         super().__init__()
+        if gradients not in GRADIENT_MODES:
+            raise ValueError(f"model.gradients must be one of {GRADIENT_MODES}, got '{gradients}'")
         self.objective = objective or Objective()
         self.optimizer_factory = optimizer or partial(SGD, lr=0.01)
+        self.gradients = gradients
+        self.automatic_optimization = gradients == "autograd"
         self.train_metrics = _SplitMetrics()
         self.val_metrics = _SplitMetrics()
         self.last_loss: Tensor | None = None
 
     # --- what a subclass provides -------------------------------------------------------------
-    def named_scalars(self) -> dict[str, Tensor]:
-        """Every trainable or fixed parameter entry as a 0-d tensor, named as the seed names it."""
+    def backward_by_hand(self, x: Tensor, grad_output: Tensor) -> dict[str, Tensor]:
+        """dL/dtheta for every parameter, by the chain rule, from grad_output = dL/dy_hat."""
         raise NotImplementedError
+
+    def seed_names(self, tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Per-parameter tensors (values or gradients) as 0-d tensors under the seed's names."""
+        raise NotImplementedError
+
+    def nodes(self, x: Tensor) -> dict[str, Tensor]:
+        """Every node of the forward pass by name, one value per row of x (for explain)."""
+        raise NotImplementedError
+
+    def chains(self, x: Tensor, grad_output: Tensor) -> dict[str, list[Path]]:
+        """For each seed-named parameter, the chain rule written out: a list of paths from the loss
+        to the parameter, each a list of (local derivative, its value per row). dL/dparameter is
+        the sum over paths and rows of each path's product (for explain)."""
+        raise NotImplementedError
+
+    # --- gradients, both ways -----------------------------------------------------------------
+    def trainable(self) -> dict[str, nn.Parameter]:
+        return {name: p for name, p in self.named_parameters() if p.requires_grad}
 
     def penalised_weights(self) -> list[Tensor]:
-        """The tensors the L2 penalty covers: the weights, not the biases."""
-        raise NotImplementedError
-
-    # --- shared training logic ----------------------------------------------------------------
-    def scalar_values(self) -> dict[str, float]:
-        """Parameter values by seed name as Python floats (one device sync)."""
-        scalars = self.named_scalars()
-        values = torch.stack([v.detach().to(torch.float64) for v in scalars.values()]).tolist()
-        return dict(zip(scalars, values, strict=True))
+        return [getattr(self, name) for name in self.penalised]
 
     def compute_loss(self, batch: Batch) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         x, y = batch
@@ -108,8 +135,36 @@ class SeedModel(pl.LightningModule):
         loss, parts = self.objective(y_hat, y, self.penalised_weights())
         return y_hat, loss, parts
 
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+    @torch.no_grad()
+    def hand_gradients(self, batch: Batch) -> tuple[Tensor, Tensor, dict, dict[str, Tensor]]:
+        """(y_hat, loss, parts, gradients) with the gradients derived by hand, no autograd."""
+        x, y = batch
         y_hat, loss, parts = self.compute_loss(batch)
+        grads = self.backward_by_hand(x, self.objective.grad_output(y_hat, y))
+        for name in self.penalised:  # d/dW of l2/2 * ||W||^2 = l2 * W
+            if self.objective.l2:
+                grads[name] = grads[name] + self.objective.l2 * getattr(self, name)
+        return y_hat, loss, parts, {name: grads[name] for name in self.trainable()}
+
+    def autograd_gradients(self, batch: Batch) -> dict[str, Tensor]:
+        """The same gradients by autograd, leaving ``.grad`` untouched."""
+        params = self.trainable()
+        with torch.enable_grad():
+            _, loss, _ = self.compute_loss(batch)
+            grads = torch.autograd.grad(loss, list(params.values()))
+        return dict(zip(params, grads, strict=True))
+
+    # --- training -----------------------------------------------------------------------------
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        if self.automatic_optimization:
+            y_hat, loss, parts = self.compute_loss(batch)
+        else:
+            y_hat, loss, parts, grads = self.hand_gradients(batch)
+            optimizer = self.optimizers()
+            for name, param in self.trainable().items():
+                param.grad = grads[name]
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
         self.train_metrics.update(loss, y_hat, batch[1])
         self.last_loss = loss.detach()
         if self._is_log_step():
@@ -130,13 +185,21 @@ class SeedModel(pl.LightningModule):
         self.val_metrics.reset()
 
     def configure_optimizers(self) -> Optimizer:
-        return self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
+        return self.optimizer_factory(list(self.trainable().values()))
+
+    # --- values by name, predictions ------------------------------------------------------------
+    def named_scalars(self) -> dict[str, Tensor]:
+        """Every parameter entry as a 0-d tensor, named as the seed names it."""
+        return self.seed_names(dict(self.named_parameters()))
+
+    def scalar_values(self) -> dict[str, float]:
+        """Parameter values by seed name as Python floats (one device sync)."""
+        return _floats(self.named_scalars())
 
     @torch.no_grad()
     def predict_at(self, inputs: Sequence[float] | Sequence[Sequence[float]]) -> list[list[float]]:
         """Predictions at plain-list inputs, a row per input (a bare number: a 1-feature row)."""
-        x = self.inputs_tensor(inputs)
-        return self(x).to(torch.float64).tolist()
+        return self(self.inputs_tensor(inputs)).to(torch.float64).tolist()
 
     def inputs_tensor(self, inputs: Sequence[float] | Sequence[Sequence[float]]) -> Tensor:
         """Configured inputs as an (n, in_features) tensor on the model's device and dtype."""
@@ -156,15 +219,18 @@ class SeedModel(pl.LightningModule):
         every = self.trainer.log_every_n_steps if self._trainer is not None else 0
         return bool(self.loggers) and every > 0 and self.global_step % every == 0
 
-    def _log_now(self, metrics: dict[str, Tensor | float]) -> None:
+    def _log_now(self, metrics: Mapping[str, Tensor | float]) -> None:
         """Write scalars to every logger at the current step, without ``self.log``'s bookkeeping."""
         if not self.loggers:
             return
-        values = {
-            k: float(v.detach()) if isinstance(v, Tensor) else float(v) for k, v in metrics.items()
-        }
+        values = {k: float(v.detach()) if isinstance(v, Tensor) else v for k, v in metrics.items()}
         for logger in self.loggers:
             logger.log_metrics(values, step=self.global_step)
+
+
+def _floats(scalars: Mapping[str, Tensor]) -> dict[str, float]:
+    values = torch.stack([v.detach().to(torch.float64) for v in scalars.values()]).tolist()
+    return dict(zip(scalars, values, strict=True))
 
 
 def as_parameter(values: float | Sequence, *, trainable: bool = True) -> nn.Parameter:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import torch
 from torch import Tensor
 
-from backprop_lab.models.base import SeedModel, as_parameter
+from backprop_lab.models.base import Path, SeedModel, as_parameter
 
 
 class LinearRegression(SeedModel):
     """y_hat = w * x, or w * x + b with ``bias=True``; w and b start at the configured values."""
+
+    penalised = ("w",)
 
     def __init__(self, w: float = 3.0, bias: bool = False, b: float = 0.0, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -20,11 +25,26 @@ class LinearRegression(SeedModel):
         y_hat = x * self.w
         return y_hat + self.b if self.b is not None else y_hat
 
-    def named_scalars(self) -> dict[str, Tensor]:
-        scalars = {"w": self.w[0]}
+    def backward_by_hand(self, x: Tensor, grad_output: Tensor) -> dict[str, Tensor]:
+        # dL/dw = sum_i dL/dy_hat_i * dy_hat_i/dw = sum_i g_i * x_i;  dy_hat_i/db = 1.
+        # For MSE, g_i = 2/n * (y_hat_i - y_i), so dL/dw = mean(2 * (y_hat - y) * x).
+        grads = {"w": (grad_output * x).sum(0)}
         if self.b is not None:
-            scalars["b"] = self.b[0]
-        return scalars
+            grads["b"] = grad_output.sum(0)
+        return grads
 
-    def penalised_weights(self) -> list[Tensor]:
-        return [self.w]
+    def nodes(self, x: Tensor) -> dict[str, Tensor]:
+        return {"x": x[:, 0], "y_hat": self(x)[:, 0]}
+
+    def chains(self, x: Tensor, grad_output: Tensor) -> dict[str, list[Path]]:
+        g = grad_output[:, 0]
+        chains = {"w": [[("dL/dy_hat", g), ("dy_hat/dw", x[:, 0])]]}
+        if self.b is not None:
+            chains["b"] = [[("dL/dy_hat", g), ("dy_hat/db", torch.ones_like(g))]]
+        return chains
+
+    def seed_names(self, tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        names = {"w": tensors["w"][0]}
+        if "b" in tensors:
+            names["b"] = tensors["b"][0]
+        return names

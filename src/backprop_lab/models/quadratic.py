@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+import torch
 from torch import Tensor
 
-from backprop_lab.models.base import SeedModel, as_parameter
+from backprop_lab.models.base import Path, SeedModel, as_parameter
 
 
 class QuadraticRegression(SeedModel):
     """y_hat = w0 * x^2 + w1 * x + w2, with w = [w0, w1, w2] starting at the configured values."""
+
+    penalised = ("w",)
 
     def __init__(self, w: Sequence[float] = (1.0, 1.0, 1.0), **kwargs) -> None:
         super().__init__(**kwargs)
@@ -24,8 +27,21 @@ class QuadraticRegression(SeedModel):
     def forward(self, x: Tensor) -> Tensor:
         return self.w[0] * x**2 + self.w[1] * x + self.w[2]
 
-    def named_scalars(self) -> dict[str, Tensor]:
-        return {f"w{i}": self.w[i] for i in range(3)}
+    def backward_by_hand(self, x: Tensor, grad_output: Tensor) -> dict[str, Tensor]:
+        # dy_hat/dw0 = x^2, dy_hat/dw1 = x, dy_hat/dw2 = 1; each times dL/dy_hat, summed over rows.
+        g = grad_output
+        return {"w": torch.stack([(g * x**2).sum(), (g * x).sum(), g.sum()])}
 
-    def penalised_weights(self) -> list[Tensor]:
-        return [self.w]
+    def nodes(self, x: Tensor) -> dict[str, Tensor]:
+        return {"x": x[:, 0], "x^2": x[:, 0] ** 2, "y_hat": self(x)[:, 0]}
+
+    def chains(self, x: Tensor, grad_output: Tensor) -> dict[str, list[Path]]:
+        g, x = grad_output[:, 0], x[:, 0]
+        local = {"w0": ("x^2", x**2), "w1": ("x", x), "w2": ("1", torch.ones_like(x))}
+        return {
+            w: [[("dL/dy_hat", g), (f"dy_hat/d{w} = {sym}", val)]]
+            for w, (sym, val) in local.items()
+        }
+
+    def seed_names(self, tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        return {f"w{i}": tensors["w"][i] for i in range(3)}
