@@ -8,6 +8,9 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.optim import Optimizer
 
+from backprop_lab.errors import GradientCheckError
+from backprop_lab.models import SeedModel
+
 
 def _tensorboards(trainer: pl.Trainer) -> list:
     return [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
@@ -53,3 +56,50 @@ class ParameterHistograms(pl.Callback):
                 writer.add_histogram(f"weights/{name}", param.detach(), step)
                 if param.grad is not None:
                     writer.add_histogram(f"grads/{name}", param.grad.detach(), step)
+
+
+class GradientCheck(pl.Callback):
+    """Every ``every_n_steps`` steps, compares the hand-derived and autograd gradients of the batch.
+
+    Logs the largest relative difference per parameter as ``gradcheck/<name>`` and stops the run
+    with a :class:`GradientCheckError` naming the parameter, both values and the step when
+    ``|hand - autograd| > atol + rtol * max(|hand|, |autograd|)``.
+    """
+
+    def __init__(self, every_n_steps: int = 10, rtol: float = 1e-4, atol: float = 1e-7) -> None:
+        if every_n_steps < 1:
+            raise ValueError(f"every_n_steps must be at least 1, got {every_n_steps}")
+        if rtol <= 0 or atol <= 0:
+            raise ValueError(f"rtol and atol must be > 0, got rtol={rtol}, atol={atol}")
+        self.every_n_steps, self.rtol, self.atol = every_n_steps, rtol, atol
+        self._batch = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        self._batch = batch if trainer.global_step % self.every_n_steps == 0 else None
+
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: SeedModel, optimizer: Optimizer
+    ) -> None:
+        if self._batch is None:
+            return
+        dtype = next(pl_module.parameters()).dtype
+        batch = tuple(t.to(dtype) for t in self._batch)
+        self._batch = None
+        hand = pl_module.seed_names(pl_module.hand_gradients(batch)[3])
+        auto = pl_module.seed_names(pl_module.autograd_gradients(batch))
+        step = trainer.global_step
+        worst: dict[str, float] = {}
+        for name, h in hand.items():
+            a = auto[name]
+            scale = torch.maximum(h.abs(), a.abs())
+            error = (h - a).abs()
+            worst[name] = float(error / scale.clamp_min(self.atol))
+            if error > self.atol + self.rtol * scale:
+                raise GradientCheckError(
+                    f"gradient check failed at step {step}: dL/d{name} is {h.item():.8g} by hand "
+                    f"but {a.item():.8g} by autograd (relative difference {worst[name]:.3g}, "
+                    f"tolerance {self.rtol:g}). Fix {type(pl_module).__name__}.backward_by_hand, "
+                    "or explain the step: uv run explain.py model=... step=" + str(step)
+                )
+        for logger in trainer.loggers:
+            logger.log_metrics({f"gradcheck/{k}": v for k, v in worst.items()}, step=step)

@@ -17,8 +17,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from backprop_lab.errors import BackpropLabError
 
-class DataError(ValueError):
+
+class DataError(BackpropLabError, ValueError):
     """A data file or data setting that cannot be used; the message names the file and the fix."""
 
 
