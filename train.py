@@ -1,23 +1,27 @@
-"""Train a seed model: `uv run train.py model=quadratic` (see conf/train.yaml for every option)."""
+"""Train a seed model: `uv run train.py model=quadratic` (see conf/train.yaml for every option).
 
-import sys
+`-m` sweeps: `uv run train.py -m model=linear,quadratic optimizer.lr=0.001,0.01,0.1`.
+"""
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import backprop_lab.config  # noqa: F401  (registers the resolvers the configs use)
-from backprop_lab.errors import BackpropLabError
+from backprop_lab import cli, schema
+
+
+def task(cfg: DictConfig) -> None:
+    schema.check(cfg)  # before Lightning loads: a typo fails at once
+    from backprop_lab.training import train
+
+    train(cfg)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> None:
-    from backprop_lab.training import train  # Lightning loads only when a run starts
-
-    try:
-        train(cfg)
-    except BackpropLabError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+    cli.run(task, cfg, in_sweep=HydraConfig.get().mode == RunMode.MULTIRUN)
 
 
 if __name__ == "__main__":

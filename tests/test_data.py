@@ -30,6 +30,12 @@ def test_reads_named_columns_in_any_order(tmp_path):
     assert x.dtype == y.dtype == torch.float32
 
 
+def test_an_unused_text_column_is_fine(tmp_path):
+    path = write(tmp_path, "name,x,y\na,1,2\nb,2,4\n")
+    x, y = read_csv(path, ["x"], ["y"])
+    assert x.tolist() == [[1.0], [2.0]] and y.tolist() == [[2.0], [4.0]]
+
+
 def test_seed000_csv_gives_two_inputs_and_two_targets():
     x, y = read_csv(ROOT / "data" / "seed000_sigmoid.csv", ["x1", "x2"], ["y1", "y2"])
     assert x.tolist() == [[0.5, pytest.approx(0.3)]]
@@ -44,6 +50,7 @@ def test_seed000_csv_gives_two_inputs_and_two_targets():
         ("a,b\n1,2\n", ["no column", "['x', 'y']", "x_columns"]),
         ("x,y\n1,2\n2,oops\n", ["row 3", "'y'", "'oops' is not a number"]),
         ("x,y\n1,2\n2\n", ["row 3", "1 field"]),
+        ("x,y\n1,2\n2,4,6\n", ["row 3", "3 field"]),
         ("x,y\n1,2\nnan,4\n", ["row 3", "'x'", "not finite"]),
         ("x,y\n1,inf\n", ["row 2", "'y'", "not finite"]),
     ],

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from test_tensorboard import load_events
 from torch.func import functional_call
 
-from backprop_lab.errors import GradientCheckError
+from backprop_lab.errors import ConfigError, GradientCheckError
 from backprop_lab.losses import Objective
 from backprop_lab.models import LinearRegression, QuadraticRegression, SigmoidNet
 from backprop_lab.training import build
@@ -136,7 +136,7 @@ def test_manual_seed004_prints_the_seeds_numbers(run):
 
 
 def test_unknown_gradient_mode(make_cfg):
-    with pytest.raises(Exception, match=r"model\.gradients must be one of"):
+    with pytest.raises(ConfigError, match=r"model\.gradients must be autograd or manual"):
         build(make_cfg("model.gradients=numeric"))
 
 

@@ -3,12 +3,18 @@ backward (and any accumulation or unscaling) and before the optimiser changes th
 
 from __future__ import annotations
 
+import math
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.optim import Optimizer
 
-from backprop_lab.errors import GradientCheckError
+from backprop_lab.errors import GradientCheckError, Interrupted
 from backprop_lab.models import SeedModel
 
 
@@ -103,3 +109,88 @@ class GradientCheck(pl.Callback):
                 )
         for logger in trainer.loggers:
             logger.log_metrics({f"gradcheck/{k}": v for k, v in worst.items()}, step=step)
+
+
+def best_epoch(history: list[dict[str, float]], metric: str, mode: str) -> dict[str, Any] | None:
+    """The epoch whose ``metric`` is best (``mode`` min or max), ignoring non-finite values."""
+    rows = [r for r in history if metric in r and math.isfinite(r[metric])]
+    if not rows:
+        return None
+    row = (min if mode == "min" else max)(rows, key=lambda r: r[metric])
+    return {"metric": metric, "value": row[metric], "epoch": int(row["epoch"])}
+
+
+class HParamsSummary(pl.Callback):
+    """TensorBoard's HParams tab: the run's hyperparameters beside its final and best metrics.
+
+    Written at the end of training, while the loggers are still open, so the tab compares runs
+    by how they ended (Lightning's default ``hp_metric`` placeholder is switched off).
+    """
+
+    def __init__(self, hparams: dict[str, Any], metric: str, mode: str = "min") -> None:
+        self.hparams, self.metric, self.mode = hparams, metric, mode
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: SeedModel) -> None:
+        if pl_module.last_loss is None:
+            return
+        metrics = {"hp/final_loss": float(pl_module.last_loss)}
+        if pl_module.history:
+            final = pl_module.history[-1]
+            metrics.update({f"hp/final/{k}": v for k, v in final.items() if "/" in k})
+            best = best_epoch(pl_module.history, self.metric, self.mode)
+            if best:
+                metrics[f"hp/best/{self.metric}"] = best["value"]
+        metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}
+        for logger in trainer.loggers:
+            logger.log_hyperparams(self.hparams, metrics)
+
+
+class StopOnSignal(pl.Callback):
+    """Ctrl-C or SIGTERM: finish the step in hand, save ``last.ckpt``, stop with exit 130 or 143.
+
+    Lightning 2.6 ends a run on SIGTERM with exit status 0 and turns Ctrl-C into exit 1 without a
+    checkpoint. This callback notes the signal and acts at the next batch end, before Lightning's
+    own check: the checkpoint holds a consistent state (the data position included), and the
+    interruption is reported as one.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, checkpoint: str | Path) -> None:
+        self.checkpoint = Path(checkpoint)
+        self.received: int | None = None
+        self.saved = False
+        self._previous: dict[int, Any] = {}
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._note) for s in self.SIGNALS}
+
+    def _note(self, signum: int, frame: Any) -> None:
+        if self.received == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        self.received = signum
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if self.received is not None:
+            self.save(trainer)
+            name = signal.Signals(self.received).name
+            raise Interrupted(
+                f"stopped by {name} at step {trainer.global_step}; "
+                f"resume with ckpt_path={self.checkpoint}",
+                self.received,
+            )
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception) -> None:
+        if self.received is not None and not isinstance(exception, Interrupted):
+            self.save(trainer)  # the signal came between batches (e.g. during validation)
+
+    def save(self, trainer: pl.Trainer) -> None:
+        if not self.saved:
+            trainer.save_checkpoint(self.checkpoint)
+            self.saved = True
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}

@@ -28,20 +28,52 @@ class TensorBatches:
     """Batches of (x, y) sliced from in-memory tensors, in order or shuffled by a seeded generator.
 
     The shuffle order of epoch e depends only on (seed, e), so a run is reproducible and a resumed
-    run sees the same order as an uninterrupted one.
+    run sees the same order as an uninterrupted one. Under data-parallel training each of
+    ``world_size`` processes takes every ``world_size``-th row of each global batch, so N processes
+    step on exactly the global batches one process would.
     """
 
     def __init__(
-        self, x: Tensor, y: Tensor, batch_size: int, shuffle: bool = False, seed: int = 0
+        self,
+        x: Tensor,
+        y: Tensor,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
+        if world_size > 1 and (batch_size % world_size or len(x) % batch_size % world_size):
+            last = len(x) % batch_size or batch_size
+            raise DataError(
+                f"with {world_size} processes every global batch must split evenly: make "
+                f"data.batch_size ({batch_size}) and the last batch ({last} of {len(x)} rows) "
+                f"multiples of {world_size}"
+            )
         self.x, self.y = x, y
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
-        self.epoch = 0
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0  # the epoch the next __iter__ serves
+        self._served = 0  # batches handed out by the current __iter__
+        self._resume_at = 0  # batches to skip on the next __iter__ (after load_state_dict)
 
     def __len__(self) -> int:
         return math.ceil(len(self.x) / self.batch_size)
+
+    def state_dict(self) -> dict[str, int]:
+        """Where the data stands: the epoch being served and how many of its batches went out.
+
+        Lightning saves this in every checkpoint and hands it back on resume, so a run resumed
+        from the middle of an epoch sees exactly the batches an uninterrupted run would.
+        """
+        if self._served == len(self):  # the epoch is done: resume at the start of the next one
+            return {"epoch": self.epoch, "batch": 0}
+        return {"epoch": self.epoch - 1 if self._served else self.epoch, "batch": self._served}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self._resume_at = state["epoch"], state["batch"]
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         n, size = len(self.x), self.batch_size
@@ -49,12 +81,16 @@ class TensorBatches:
             generator = torch.Generator().manual_seed(self.seed + self.epoch)
             order = torch.randperm(n, generator=generator).to(self.x.device)
         self.epoch += 1
-        for start in range(0, n, size):
+        skip, self._resume_at, self._served = self._resume_at, 0, 0
+        shard = slice(self.rank, None, self.world_size)
+        for start in range(skip * size, n, size):
+            self._served = start // size + 1
             if self.shuffle:
-                index = order[start : start + size]
+                index = order[start : start + size][shard]
                 yield self.x[index], self.y[index]
             else:
-                yield self.x[start : start + size], self.y[start : start + size]
+                rows = slice(start + self.rank, start + size, self.world_size)
+                yield self.x[rows], self.y[rows]
 
 
 class TensorDataModule(pl.LightningDataModule):
@@ -117,12 +153,18 @@ class TensorDataModule(pl.LightningDataModule):
         self.train_xy, self.val_xy = (x, y), val
 
     def train_dataloader(self) -> TensorBatches:
-        return TensorBatches(*self.train_xy, self.batch_size, self.shuffle, self.seed)
+        return TensorBatches(
+            *self.train_xy, self.batch_size, self.shuffle, self.seed, **self._shard()
+        )
 
     def val_dataloader(self) -> TensorBatches | list:
         if self.val_xy is None:
             return []
-        return TensorBatches(*self.val_xy, self.batch_size)
+        return TensorBatches(*self.val_xy, self.batch_size, **self._shard())
+
+    def _shard(self) -> dict[str, int]:
+        trainer = self.trainer
+        return {"rank": trainer.global_rank, "world_size": trainer.world_size} if trainer else {}
 
 
 class CSVDataModule(TensorDataModule):
@@ -209,12 +251,11 @@ def read_csv(path: str | Path, x_columns: Sequence[str], y_columns: Sequence[str
             "Set data.x_columns and data.y_columns to columns it has."
         )
     index = [header.index(c) for c in wanted]
-    try:
-        table = np.loadtxt(
-            path, delimiter=",", skiprows=1, usecols=index, dtype=np.float64, ndmin=2
-        )
+    try:  # every column: numpy also rejects rows with more or fewer fields than the header
+        table = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64, ndmin=2)[:, index]
     except ValueError:
-        _raise_bad_cell(path, header, index)
+        _check_rows(path, header, index)  # raises, unless only an unused column is not numeric
+        table = np.loadtxt(path, delimiter=",", skiprows=1, usecols=index, ndmin=2)
     if not np.isfinite(table).all():
         row, col = np.argwhere(~np.isfinite(table))[0]
         raise DataError(
@@ -225,8 +266,9 @@ def read_csv(path: str | Path, x_columns: Sequence[str], y_columns: Sequence[str
     return data[:, : len(x_columns)].contiguous(), data[:, len(x_columns) :].contiguous()
 
 
-def _raise_bad_cell(path: Path, header: list[str], index: list[int]) -> None:
-    """Find the first cell numpy could not read and say where (line numbers count the header)."""
+def _check_rows(path: Path, header: list[str], index: list[int]) -> None:
+    """Raise for the first row of the wrong width or non-numeric cell in a used column (line
+    numbers count the header); return if there is none."""
     with path.open(newline="") as f:
         for line, row in enumerate(csv.reader(f), start=1):
             if line == 1 or not row:
@@ -244,4 +286,3 @@ def _raise_bad_cell(path: Path, header: list[str], index: list[int]) -> None:
                         f"data file {path}, row {line}, column '{header[i]}': "
                         f"'{row[i]}' is not a number"
                     ) from None
-    raise DataError(f"data file {path} could not be read as numbers")

@@ -1,14 +1,20 @@
 """One training run: a composed config in, a summary out.
 
-instantiate data, objective, optimiser (partial), model, callbacks, loggers, Trainer
--> predictions at the configured inputs -> trainer.fit -> predictions again
--> summary.json in the run's output dir, and a short report on the console
+    instantiate data, objective, optimiser (partial), model, callbacks, loggers, Trainer
+    -> predictions at the configured inputs -> trainer.fit -> predictions again
+    -> summary.json and metrics.csv in the run's output dir, HParams in TensorBoard, a report
+
+The summary is written whatever happens: a run that fails or is interrupted records its status
+and error beside what it had.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
+import signal
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -16,14 +22,37 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from backprop_lab import checkpoints, schema
+from backprop_lab.callbacks import HParamsSummary, StopOnSignal, best_epoch
 from backprop_lab.data import DataError, TensorDataModule
+from backprop_lab.errors import BackpropLabError, ConfigError, Interrupted
 from backprop_lab.models import SeedModel
+
+log = logging.getLogger(__name__)
 
 # Lightning 2.6 calls a torch.utils._pytree API that torch 2.15 deprecates: nothing to act on.
 warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+# A resumed run writes into a run dir of its own, leaving the interrupted one as it was; the
+# checkpoint callback's note that its directory changed is expected there.
+warnings.filterwarnings("ignore", message="The dirpath has changed from")
+
+#: Hyperparameters shown in TensorBoard's HParams tab for every run (besides its overrides).
+HPARAM_KEYS = (
+    "optimizer.lr",
+    "optimizer.momentum",
+    "optimizer.weight_decay",
+    "data.batch_size",
+    "trainer.max_epochs",
+    "loss.l2",
+    "model.gradients",
+    "seed",
+)
 
 
 def _single_console() -> None:
@@ -33,91 +62,252 @@ def _single_console() -> None:
         logging.getLogger("lightning").handlers.clear()
 
 
+def make(section: str, node: DictConfig, **kwargs: Any) -> Any:
+    """instantiate() whose failures a user can fix end as one line naming the config section.
+
+    Plain lists and dicts are passed, not OmegaConf containers: checkpoints then hold only plain
+    values and load with torch.load(weights_only=True).
+    """
+    try:
+        return instantiate(node, _convert_="all", **kwargs)
+    except InstantiationException as error:
+        cause = error.__cause__
+        if isinstance(cause, BackpropLabError):
+            raise cause from None
+        if isinstance(cause, (ValueError, TypeError)):
+            raise ConfigError(f"{section}: {' '.join(str(cause).split())}") from error
+        raise
+
+
 def build(cfg: DictConfig) -> tuple[TensorDataModule, SeedModel]:
     """Instantiate the data and the model from a config, and check that they fit each other."""
-    datamodule: TensorDataModule = instantiate(cfg.data)
-    model: SeedModel = instantiate(
-        cfg.model, objective=instantiate(cfg.loss), optimizer=instantiate(cfg.optimizer)
+    schema.check(cfg)
+    datamodule: TensorDataModule = make("data", cfg.data)
+    model: SeedModel = make(
+        "model",
+        cfg.model,
+        objective=make("loss", cfg.loss),
+        optimizer=make("optimizer", cfg.optimizer),
     )
+    model.run_config = {
+        key: OmegaConf.to_container(cfg[key], resolve=True)
+        for key in ("model", "loss", "optimizer", "data", "predict_at")
+        if cfg.get(key) is not None
+    }
     if (datamodule.in_features, datamodule.out_features) != (model.in_features, model.out_features):
         raise DataError(
             f"the data has {datamodule.in_features} input and {datamodule.out_features} target "
             f"column(s); {type(model).__name__} takes {model.in_features} and gives "
             f"{model.out_features}. Set data.x_columns and data.y_columns to fit the model."
         )
+    _warn_unreachable(datamodule, model)
     return datamodule, model
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train the configured model and return the run's summary (also written to summary.json)."""
+def _warn_unreachable(datamodule: TensorDataModule, model: SeedModel) -> None:
+    """Targets outside the model's output range: the loss can never reach 0 (not an error)."""
+    if model.output_range is None:
+        return
+    low, high = model.output_range
+    y = datamodule.train_xy[1]
+    outside = ((y <= low) | (y >= high)).nonzero().tolist()
+    if outside:
+        row, col = outside[0]
+        log.warning(
+            "%d target value(s) lie outside (%g, %g), where %s's outputs always lie, e.g. %g "
+            "(data row %d, target column %d): the loss cannot reach 0",
+            len(outside),
+            low,
+            high,
+            type(model).__name__,
+            y[row, col].item(),
+            row + 1,
+            col + 1,
+        )
+
+
+def train(
+    cfg: DictConfig, extra_callbacks: list[pl.Callback] = (), quiet: bool = False
+) -> dict[str, Any]:
+    """Train the configured model and return the run's summary (also written to summary.json).
+
+    ``extra_callbacks`` join the configured ones (a search adds its pruning callback there);
+    ``quiet`` leaves out the console report.
+    """
     started = time.perf_counter()
     _single_console()
-    if cfg.seed is not None:
-        pl.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-
-    datamodule, model = build(cfg)
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg]
-    # Without validation data, tell the Trainer so rather than hand it an empty loader.
-    no_val = {"limit_val_batches": 0} if datamodule.val_xy is None else {}
-    trainer: pl.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, **no_val
-    )
-
-    inputs = _as_rows(cfg.get("predict_at"))
-    before = model.predict_at(inputs) if inputs is not None else None
-    trainer.fit(model, datamodule=datamodule)
-    after = model.predict_at(inputs) if inputs is not None else None
-
-    summary = {
-        "model": type(model).__name__,
-        "status": "finished",
-        "final_loss": float(model.last_loss) if model.last_loss is not None else None,
-        "parameters": model.scalar_values(),
-        "predict_at": inputs,
-        "predictions_before": before,
-        "predictions_after": after,
-        "device": _device_name(trainer.strategy.root_device),
-        "precision": str(trainer.precision),
-        "epochs": trainer.current_epoch,
-        "steps": trainer.global_step,
-        "seed": cfg.seed,
-        "output_dir": str(output_dir),
-        "wall_time_s": round(time.perf_counter() - started, 3),
-    }
-    (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(report(summary))
+    summary: dict[str, Any] = {"status": "running", "error": None, "overrides": _task_overrides()}
+    model: SeedModel | None = None
+    trainer: pl.Trainer | None = None
+    stop = StopOnSignal(output_dir / "checkpoints" / "last.ckpt")
+    try:
+        _refuse_ddp_in_multirun(cfg)
+        if cfg.seed is not None:
+            pl.seed_everything(cfg.seed, workers=True, verbose=False)
+        datamodule, model = build(cfg)
+        resume = _resume_from(cfg, model, output_dir)
+        summary["resumed_from"] = str(resume) if resume else None
+        callbacks = [make("callbacks", c) for c in (cfg.get("callbacks") or {}).values() if c]
+        callbacks += [*extra_callbacks, HParamsSummary(_hparams(cfg), **cfg.objective), stop]
+        loggers = [make("logger", lg) for lg in (cfg.get("logger") or {}).values() if lg]
+        # Without validation data, tell the Trainer so rather than hand it an empty loader.
+        no_val = {"limit_val_batches": 0} if datamodule.val_xy is None else {}
+        trainer = make(
+            "trainer", cfg.trainer, callbacks=callbacks, logger=loggers or False, **no_val
+        )
+        summary["predict_at"] = inputs = _as_rows(cfg.get("predict_at"))
+        summary["predictions_before"] = model.predict_at(inputs) if inputs else None
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+        summary["predictions_after"] = model.predict_at(inputs) if inputs else None
+        summary["status"] = "finished"
+    except BaseException as error:
+        if stop.received is not None and not isinstance(error, BackpropLabError):
+            # Lightning caught the signal first (between batches); report it as the signal.
+            error = Interrupted(
+                f"stopped by {signal.Signals(stop.received).name}; resume with "
+                f"ckpt_path={stop.checkpoint}",
+                stop.received,
+            )
+        summary["status"] = getattr(error, "status", "failed")
+        summary["error"] = _one_line(error)
+        if trainer is not None:  # training began: say where what it had is
+            if isinstance(error, BackpropLabError):
+                error.detail = _kept(output_dir)
+            else:
+                print(_kept(output_dir), file=sys.stderr)
+        if isinstance(error, Interrupted):
+            raise error from None
+        raise
+    finally:
+        if trainer is None or trainer.is_global_zero:
+            summary.update(_results(cfg, model, trainer, output_dir, started))
+            (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            if model is not None and model.history:
+                _write_history(model.history, output_dir / "metrics.csv")
+    if trainer.is_global_zero and not quiet:
+        print(report(summary))
     return summary
 
 
+def _resume_from(cfg: DictConfig, model: SeedModel, output_dir: Path) -> Path | None:
+    """The checkpoint cfg.ckpt_path names, checked to hold this run's model; None for a new run."""
+    if not cfg.get("ckpt_path"):
+        return None
+    runs_dir = Path(cfg.paths.log_dir) / "runs" / str(cfg.run_name)
+    path = checkpoints.resolve(str(cfg.ckpt_path), runs_dir, exclude=output_dir)
+    checkpoints.check_fits(checkpoints.load(path), path, cfg, model)
+    return path
+
+
+def _kept(output_dir: Path) -> str:
+    """Where a stopped run's files are (the second line of its error)."""
+    last = output_dir / "checkpoints" / "last.ckpt"
+    kept = f"; its last checkpoint: {last}" if last.is_file() else "; no checkpoint was saved yet"
+    return f"the run's files (summary.json, logs) are in {output_dir}{kept}"
+
+
+def _results(cfg, model, trainer, output_dir: Path, started: float) -> dict[str, Any]:
+    results: dict[str, Any] = {"output_dir": str(output_dir), "seed": cfg.seed}
+    if model is not None:
+        results["model"] = type(model).__name__
+        results["final_loss"] = float(model.last_loss) if model.last_loss is not None else None
+        results["parameters"] = model.scalar_values()
+        results["final_metrics"] = model.history[-1] if model.history else {}
+        results["best"] = best_epoch(model.history, cfg.objective.metric, cfg.objective.mode)
+    if trainer is not None:
+        results["device"] = _device_name(trainer.strategy.root_device)
+        results["precision"] = str(trainer.precision)
+        results["epochs"] = trainer.current_epoch
+        results["steps"] = trainer.global_step
+    results["wall_time_s"] = round(time.perf_counter() - started, 3)
+    return results
+
+
 def report(summary: dict[str, Any]) -> str:
-    """The console report: predictions before and after (as the seeds print), loss, device, logs."""
+    """The console report: predictions before and after (as the seeds print), the final results,
+    then where to look: the loss curve, the checkpoint, TensorBoard, and last the run's dir."""
     lines = []
-    inputs = summary["predict_at"]
-    if inputs is not None:
+    inputs = summary.get("predict_at")
+    if inputs and summary.get("predictions_after") is not None:
         for when in ("before", "after"):
             preds = summary[f"predictions_{when}"]
             shown = ", ".join(
                 f"x={_fmt(x)} -> {_fmt(p)}" for x, p in zip(inputs, preds, strict=True)
             )
             lines.append(f"predict ({when} training): {shown}")
+    lines.append(f"final loss: {summary['final_loss']!r}")
+    final = {k: v for k, v in (summary.get("final_metrics") or {}).items() if "/" in k}
+    if final:
+        lines.append("final metrics: " + ", ".join(f"{k}={v:.6g}" for k, v in final.items()))
+    best = summary.get("best")
+    if best:
+        lines.append(f"best epoch: {best['epoch']} ({best['metric']}={best['value']:.6g})")
     lines += [
-        f"final loss: {summary['final_loss']!r}",
         "parameters: " + ", ".join(f"{k}={v:.6g}" for k, v in summary["parameters"].items()),
         f"device: {summary['device']}",
-        f"epochs: {summary['epochs']}, steps: {summary['steps']}",
-        f"logs: {summary['output_dir']}",
+        f"epochs: {summary['epochs']}, steps: {summary['steps']}"
+        + (f", {summary['wall_time_s']:.2f} s" if summary.get("wall_time_s") is not None else ""),
     ]
+    out = Path(summary["output_dir"])
+    for label, path in (
+        ("loss curve", out / "loss_curve.png"),
+        ("checkpoint", out / "checkpoints" / "last.ckpt"),
+    ):
+        if path.is_file():
+            lines.append(f"{label}: {path}")
+    if any(out.glob("events.out.tfevents.*")):
+        lines.append(f"tensorboard: uv run tensorboard --logdir {out}")
+    lines.append(f"logs: {out}")
     return "\n".join(lines)
+
+
+def _write_history(history: list[dict[str, float]], path: Path) -> None:
+    columns = list(dict.fromkeys(k for row in history for k in row))
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def _hparams(cfg: DictConfig) -> dict[str, Any]:
+    """The run's hyperparameters for the HParams tab: group choices, key values, overrides."""
+    hparams: dict[str, Any] = {}
+    if HydraConfig.initialized():
+        choices = HydraConfig.get().runtime.choices
+        hparams.update({g: choices.get(g) for g in ("model", "data", "loss", "optimizer")})
+    for key in HPARAM_KEYS:
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None:
+            hparams[key] = value
+    hparams.update(dict(o.split("=", 1) for o in _task_overrides() if "=" in o))
+    return hparams
+
+
+def _task_overrides() -> list[str]:
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def _refuse_ddp_in_multirun(cfg: DictConfig) -> None:
+    strategy = str(cfg.trainer.get("strategy", "auto"))
+    in_multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    if in_multirun and strategy.startswith("ddp") and "spawn" not in strategy:
+        raise BackpropLabError(
+            f"trainer.strategy={strategy} cannot run inside a multirun (-m): Lightning's DDP "
+            "launcher re-runs the whole sweep in every child process (Lightning issue 11300). "
+            "Run the DDP job on its own, or use trainer.strategy=ddp_spawn in a sweep."
+        )
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return f"{type(error).__name__}: {text}"
 
 
 def _fmt(values: Any) -> str:
     if isinstance(values, list):
-        return (
-            values[0].__repr__() if len(values) == 1 else "(" + ", ".join(map(repr, values)) + ")"
-        )
+        return repr(values[0]) if len(values) == 1 else "(" + ", ".join(map(repr, values)) + ")"
     return repr(values)
 
 

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, R2Score
 
+from backprop_lab.errors import Diverged
 from backprop_lab.losses import Objective
 from backprop_lab.optim import SGD
 
@@ -85,6 +86,8 @@ class SeedModel(pl.LightningModule):
     out_features: int = 1
     #: Parameters the L2 penalty covers.
     penalised: tuple[str, ...] = ()
+    #: The open interval the outputs lie in, where they are bounded (a sigmoid's (0, 1)).
+    output_range: tuple[float, float] | None = None
 
     def __init__(
         self,
@@ -102,6 +105,11 @@ class SeedModel(pl.LightningModule):
         self.train_metrics = _SplitMetrics()
         self.val_metrics = _SplitMetrics()
         self.last_loss: Tensor | None = None
+        #: One row per training epoch: epoch, step and every epoch-level metric (train and val).
+        self.history: list[dict[str, float]] = []
+        #: The resolved model, loss, optimizer and data config of the run, saved in checkpoints
+        #: so a checkpoint can be rebuilt (predict.py) and recognised (resuming).
+        self.run_config: dict | None = None
 
     # --- what a subclass provides -------------------------------------------------------------
     def backward_by_hand(self, x: Tensor, grad_output: Tensor) -> dict[str, Tensor]:
@@ -165,24 +173,44 @@ class SeedModel(pl.LightningModule):
                 param.grad = grads[name]
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            self._diverged(loss)
         self.train_metrics.update(loss, y_hat, batch[1])
         self.last_loss = loss.detach()
         if self._is_log_step():
             self._log_now({"train/loss": loss, **{f"train/{k}": v for k, v in parts.items()}})
         return loss
 
+    def _diverged(self, loss: Tensor) -> None:
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        raise Diverged(
+            f"training diverged at step {self.global_step} (epoch {self.current_epoch}): the loss "
+            f"is {loss.item()}. The likely cause is a learning rate too large for this model and "
+            f"data (optimizer.lr={lr:g}); try a smaller one, e.g. optimizer.lr={lr / 10:g}"
+        )
+
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         y_hat, loss, _ = self.compute_loss(batch)
         self.val_metrics.update(loss, y_hat, batch[1])
 
     def on_train_epoch_end(self) -> None:
-        self.log_dict(self.train_metrics.compute("train"))
+        self.log_dict(self.train_metrics.compute("train"), sync_dist=True)
         self.train_metrics.reset()
         self._log_now({f"params/{k}": v for k, v in self.scalar_values().items()})
+        # Validation ran before this hook: callback_metrics hold this epoch's train and val values.
+        row = {"epoch": self.current_epoch, "step": self.global_step}
+        row.update(
+            {k: float(v) for k, v in self.trainer.callback_metrics.items() if v.numel() == 1}
+        )
+        self.history.append(row)
 
     def on_validation_epoch_end(self) -> None:
-        self.log_dict(self.val_metrics.compute("val"))
+        self.log_dict(self.val_metrics.compute("val"), sync_dist=True)
         self.val_metrics.reset()
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.run_config is not None:
+            checkpoint["run_config"] = self.run_config
 
     def configure_optimizers(self) -> Optimizer:
         return self.optimizer_factory(list(self.trainable().values()))
@@ -235,4 +263,10 @@ def _floats(scalars: Mapping[str, Tensor]) -> dict[str, float]:
 
 def as_parameter(values: float | Sequence, *, trainable: bool = True) -> nn.Parameter:
     """A float32 parameter from a config value (a number or nested list)."""
-    return nn.Parameter(torch.as_tensor(values, dtype=torch.float32), requires_grad=trainable)
+    try:
+        tensor = torch.as_tensor(values, dtype=torch.float32)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"parameter values must be numbers or lists of numbers, got {values!r}"
+        ) from None
+    return nn.Parameter(tensor, requires_grad=trainable)

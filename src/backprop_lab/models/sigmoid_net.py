@@ -28,6 +28,7 @@ class SigmoidNet(SeedModel):
     """h = sigmoid(x W1^T + b1), o = sigmoid(h W2^T + b2); biases optional and optionally fixed."""
 
     penalised = ("W1", "W2")
+    output_range = (0.0, 1.0)
 
     def __init__(
         self,

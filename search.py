@@ -1,0 +1,26 @@
+"""Search hyperparameters with Optuna: `uv run search.py model=quadratic search.n_trials=30`.
+
+Run the same command again to resume; run it in several shells at once for several workers.
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+import backprop_lab.config  # noqa: F401  (registers the resolvers the configs use)
+from backprop_lab import cli, schema
+
+
+def task(cfg: DictConfig) -> None:
+    schema.check(cfg)
+    from backprop_lab.search import search  # Optuna and Lightning load only here
+
+    search(cfg)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="search")
+def main(cfg: DictConfig) -> None:
+    cli.run(task, cfg)
+
+
+if __name__ == "__main__":
+    main()

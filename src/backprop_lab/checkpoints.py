@@ -1,0 +1,70 @@
+"""Finding and checking the checkpoint a run resumes from (``ckpt_path``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from backprop_lab.errors import CheckpointError
+
+
+def resolve(ckpt_path: str, runs_dir: Path, exclude: Path | None = None) -> Path:
+    """``last`` (the newest run under runs_dir with a last.ckpt), a run dir, or a .ckpt file."""
+    if ckpt_path == "last":
+        found = [
+            p
+            for p in runs_dir.glob("*/checkpoints/last.ckpt")
+            if exclude is None or p.parents[1] != exclude
+        ]
+        if not found:
+            raise CheckpointError(
+                f"ckpt_path=last: no run under {runs_dir} has a "
+                "checkpoints/last.ckpt to resume from"
+            )
+        return max(found, key=lambda p: p.stat().st_mtime)
+    path = Path(ckpt_path).expanduser()
+    if path.is_dir():
+        for candidate in (path / "checkpoints" / "last.ckpt", path / "last.ckpt"):
+            if candidate.is_file():
+                return candidate
+        raise CheckpointError(f"ckpt_path={path} is a directory without checkpoints/last.ckpt")
+    if not path.is_file():
+        raise CheckpointError(
+            f"ckpt_path={path} does not exist; give a .ckpt file, a run dir, or ckpt_path=last"
+        )
+    return path
+
+
+def load(path: Path) -> dict[str, Any]:
+    """The checkpoint's contents, read without running any code from the file."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise CheckpointError(
+            f"{path} is not a checkpoint this project can read "
+            f"({type(error).__name__}); give a .ckpt file a run saved"
+        ) from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{path} is not a Lightning checkpoint (it has no state_dict)")
+    return checkpoint
+
+
+def check_fits(checkpoint: dict[str, Any], path: Path, cfg: DictConfig, model) -> None:
+    """The checkpoint must hold the model this config builds, with the same parameter shapes."""
+    saved = (checkpoint.get("run_config") or {}).get("model", {}).get("_target_")
+    wanted = cfg.model._target_
+    if saved and saved != wanted:
+        raise CheckpointError(
+            f"{path} holds a {saved.rsplit('.', 1)[-1]}, but this run builds a "
+            f"{wanted.rsplit('.', 1)[-1]}: choose the model it was trained with"
+        )
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()}
+    if own != theirs:
+        raise CheckpointError(
+            f"{path} holds parameters {theirs}, but this run's model has {own}: "
+            "resume with the model settings it was trained with"
+        )
