@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from test_tensorboard import load_events
+
 SHUFFLED = (
     "model=quadratic",
     "data=synthetic",
@@ -12,11 +14,18 @@ SHUFFLED = (
 )
 
 
+def logged(run_dir: str, tag: str) -> list[tuple[int, float]]:
+    return [(e.step, e.value) for e in load_events(run_dir).Scalars(tag)]
+
+
 def test_same_seed_same_numbers(run):
     first = run(*SHUFFLED, "seed=7", out="a")
     second = run(*SHUFFLED, "seed=7", out="b")
-    assert first["parameters"] == second["parameters"]
+    assert first["parameters"] == second["parameters"]  # bit for bit
     assert first["final_loss"] == second["final_loss"]
+    for tag in ("train/loss", "train/loss_epoch", "val/loss_epoch"):
+        series = logged(first["output_dir"], tag)
+        assert series and series == logged(second["output_dir"], tag)
 
 
 def test_seed_zero_is_a_seed(run):

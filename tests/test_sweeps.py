@@ -156,6 +156,19 @@ def states(study: optuna.Study) -> list[str]:
     return [t.state.name for t in study.trials]
 
 
+def wait_for_a_running_trial(worker: subprocess.Popen, tmp_path: Path) -> bool:
+    """Poll the study until the worker's first trial runs (True), or the worker ends (False)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and worker.poll() is None:
+        time.sleep(1)
+        try:
+            if "RUNNING" in states(load(tmp_path)):
+                return True
+        except Exception:  # the study or its tables do not exist yet
+            continue
+    return False
+
+
 def test_search_runs_trials_and_resumes(tmp_path):
     first = cli("search.py", *SEARCH, "search.n_trials=2", "trainer.max_epochs=3", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
@@ -216,15 +229,8 @@ def test_a_killed_worker_s_trial_is_retried_on_resume(tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    started = False
     try:
-        deadline = time.monotonic() + 120
-        while not started and time.monotonic() < deadline and worker.poll() is None:
-            time.sleep(1)
-            try:
-                started = "RUNNING" in states(load(tmp_path))
-            except Exception:  # the study or its tables do not exist yet
-                continue
+        started = wait_for_a_running_trial(worker, tmp_path)
     finally:
         worker.send_signal(signal.SIGKILL)
         worker.wait(30)
@@ -320,15 +326,8 @@ def test_ctrl_c_stops_the_whole_search(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
-    started = False
     try:
-        deadline = time.monotonic() + 120
-        while not started and time.monotonic() < deadline and worker.poll() is None:
-            time.sleep(1)
-            try:
-                started = "RUNNING" in states(load(tmp_path))
-            except Exception:  # the study or its tables do not exist yet
-                continue
+        started = wait_for_a_running_trial(worker, tmp_path)
         worker.send_signal(signal.SIGINT)
         _, err = worker.communicate(timeout=120)
     finally:
