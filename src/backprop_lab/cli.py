@@ -28,6 +28,9 @@ def run(task: Callable[[DictConfig], Any], cfg: DictConfig, *, in_sweep: bool = 
             print(f"  {error.detail}", file=sys.stderr)
         if not in_sweep:
             sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        print("error: stopped by SIGINT (Ctrl-C)", file=sys.stderr)
+        sys.exit(130)
     except Exception as error:
         if not in_sweep:
             raise  # not a mistake a user made: a bug, with its traceback

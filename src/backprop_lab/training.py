@@ -163,13 +163,12 @@ def train(
         summary["predictions_after"] = model.predict_at(inputs) if inputs else None
         summary["status"] = "finished"
     except BaseException as error:
-        if stop.received is not None and not isinstance(error, BackpropLabError):
-            # Lightning caught the signal first (between batches); report it as the signal.
-            error = Interrupted(
-                f"stopped by {signal.Signals(stop.received).name}; resume with "
-                f"ckpt_path={stop.checkpoint}",
-                stop.received,
-            )
+        signum = stop.received or (signal.SIGINT if isinstance(error, KeyboardInterrupt) else None)
+        if signum is not None and not isinstance(error, BackpropLabError):
+            # The signal reached Lightning, or Python, before this run's handler: report it as
+            # the signal, not as Lightning's exit status.
+            resume = f"resume with ckpt_path={stop.checkpoint}" if stop.saved else "nothing saved"
+            error = Interrupted(f"stopped by {signal.Signals(signum).name}; {resume}", signum)
         summary["status"] = getattr(error, "status", "failed")
         summary["error"] = _one_line(error)
         if trainer is not None:  # training began: say where what it had is
