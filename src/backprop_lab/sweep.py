@@ -1,4 +1,5 @@
-"""The end of a multirun: every job's result in one table, on the console and in summary.csv.
+"""The end of a multirun: every job's result in one table, on the console and in summary.csv,
+and every job's loss curve in one figure, loss_curves.png.
 
 Runs as a Hydra callback in the process that launched the sweep, whichever launcher ran the jobs.
 Each job writes its own summary.json (also when it fails), so a failed job is a row like any other.
@@ -99,6 +100,9 @@ class SweepSummary(Callback):
         print(f"\nsweep of {len(rows)} job(s), best {config.objective.metric} first:")
         print(table(rows))
         print(f"summary: {sweep_dir / 'summary.csv'}")
+        figure = plot_loss_curves(sweep_dir, rows, sweep_dir / "loss_curves.png")
+        if figure is not None:
+            print(f"loss curves: {figure}")
         failed = [r for r in rows if r["status"] != "finished"]
         if failed:
             print(
@@ -107,6 +111,34 @@ class SweepSummary(Callback):
                 file=sys.stderr,
             )
             sys.exit(1)
+
+
+def plot_loss_curves(
+    sweep_dir: Path, rows: list[dict[str, Any]], path: Path, metric: str = "train/loss_epoch"
+) -> Path | None:
+    """One figure with every job's ``metric`` by epoch (from its metrics.csv), in table order,
+    each labelled by its number and the overrides that set it apart from the other jobs."""
+    overrides = [dict(o.split("=", 1) for o in r["overrides"].split() if "=" in o) for r in rows]
+    shared = set.intersection(*(set(o.items()) for o in overrides)) if overrides else set()
+    curves = {}
+    for row, own in zip(rows, overrides, strict=True):
+        history = sweep_dir / row["job"] / "metrics.csv"
+        if not history.is_file():
+            continue
+        with history.open(newline="") as f:
+            points = [
+                (float(r["epoch"]), float(r[metric])) for r in csv.DictReader(f) if r.get(metric)
+            ]
+        if points:
+            apart = " ".join(f"{k}={v}" for k, v in own.items() if (k, v) not in shared)
+            label = f"{row['job'].split('_', 1)[0]}: {apart}" if apart else row["job"]
+            curves[label] = ([e for e, _ in points], [v for _, v in points])
+    if not curves:
+        return None
+    from backprop_lab import plots  # matplotlib loads only here
+
+    title = f"{metric} by epoch, {len(curves)} job(s) of {sweep_dir.name}"
+    return plots.save_png(plots.compare_loss_curves(curves, title), path)
 
 
 def _job_num(path: Path) -> int:

@@ -1,0 +1,26 @@
+"""Predict with a trained model: `uv run predict.py ckpt_path=<ckpt or run dir> x=[4.0]`.
+
+`ckpt_path=last` takes the newest run's; `input_csv=inputs.csv output_csv=predictions.csv` reads
+and writes CSV. See conf/predict.yaml for every option.
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+import backprop_lab.config  # noqa: F401  (registers the resolvers the configs use)
+from backprop_lab import cli
+
+
+def task(cfg: DictConfig) -> None:
+    from backprop_lab.predict import main  # torch loads only when a prediction starts
+
+    main(cfg)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="predict")
+def main(cfg: DictConfig) -> None:
+    cli.run(task, cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,338 @@
+"""Predictions from a trained checkpoint (predict.py at the top is the entry point).
+
+A checkpoint that train.py wrote holds the run's resolved config (``run_config``: model, loss,
+optimizer, data, predict_at) beside Lightning's ``state_dict``, so the model is rebuilt from the
+checkpoint alone: ``hydra.utils.instantiate(run_config["model"])``, then ``load_state_dict``.
+Checkpoints are read with ``torch.load(weights_only=True)``: plain tensors and values, no code.
+
+Inputs come from ``x`` (a number per row for one-feature models, a list of features per row
+otherwise), from a CSV (``input_csv``, its columns ``columns``, by default the run's
+``data.x_columns``), or, with neither, the run's own ``predict_at``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from backprop_lab import checkpoints
+from backprop_lab.errors import BackpropLabError, CheckpointError
+
+CHECKPOINT_IN_RUN_DIR = Path("checkpoints") / "last.ckpt"
+
+
+@dataclass
+class Predictions:
+    """What predict() found: the inputs, one row of outputs per input row, and the column names."""
+
+    checkpoint: Path
+    model: str
+    steps: int | None
+    device: str
+    inputs: list[list[float]]
+    outputs: list[list[float]]
+    input_names: list[str]
+    output_names: list[str]
+    #: The CSV's rows as read (every column, as text), when the inputs came from a CSV.
+    csv_rows: list[dict[str, str]] | None = None
+
+
+def as_rows(inputs: Any) -> list[list[float]] | None:
+    """``4.0`` or ``[4.0]`` -> ``[[4.0]]``; ``[[0.5, 0.3]]`` stays: one list of features per row."""
+    if inputs is None:
+        return None
+    if OmegaConf.is_config(inputs):
+        inputs = OmegaConf.to_container(inputs)
+    if isinstance(inputs, (int, float)):
+        inputs = [inputs]
+    try:
+        if isinstance(inputs, str):
+            raise TypeError
+        return [
+            [float(v) for v in r] if isinstance(r, (list, tuple)) else [float(r)] for r in inputs
+        ]
+    except (TypeError, ValueError):
+        raise BackpropLabError(
+            f"inputs must be numbers: one per row, x=[4.0, 5.0], or a list of features per row, "
+            f"x=[[0.5, 0.3]]; got {inputs!r}"
+        ) from None
+
+
+def format_prediction(values: Any) -> str:
+    """``[4.0]`` -> ``4.0``, ``[0.5, 0.3]`` -> ``(0.5, 0.3)``, as train.py prints predictions."""
+    if isinstance(values, (list, tuple)):
+        if len(values) == 1:
+            return repr(values[0])
+        return "(" + ", ".join(map(repr, values)) + ")"
+    return repr(values)
+
+
+def choose_device(device: str = "auto") -> torch.device:
+    """``auto``: the GPU when torch sees one (CUDA, else Apple's MPS), otherwise the CPU."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except RuntimeError:
+        raise BackpropLabError(
+            f"device={device} is not a device; use auto, cpu, cuda or cuda:<n>"
+        ) from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise BackpropLabError(
+            f"device={device}, but torch sees no CUDA GPU here; use device=auto or device=cpu"
+        )
+    return chosen
+
+
+def find_checkpoint(ckpt_path: str | Path | None, runs_dir: str | Path | None = None) -> Path:
+    """The checkpoint file: ``ckpt_path`` itself, a run dir's checkpoints/last.ckpt, or with
+    ``last`` the newest run's under ``runs_dir`` (logs/runs)."""
+    if ckpt_path is None or str(ckpt_path) == "":
+        raise CheckpointError(
+            "no checkpoint given: pass ckpt_path=<run dir>/checkpoints/last.ckpt, a run dir, or "
+            "ckpt_path=last (the newest run)"
+        )
+    if str(ckpt_path) == "last" and runs_dir is not None:
+        found = list(Path(runs_dir).glob(f"*/*/{CHECKPOINT_IN_RUN_DIR}"))
+        if not found:
+            raise CheckpointError(
+                f"ckpt_path=last: no run under {runs_dir} has a {CHECKPOINT_IN_RUN_DIR}; train "
+                "one first (uv run train.py ...) or give the checkpoint's path"
+            )
+        return max(found, key=lambda p: p.stat().st_mtime)
+    path = Path(ckpt_path).expanduser()
+    if path.is_dir():
+        if (path / CHECKPOINT_IN_RUN_DIR).is_file():
+            return path / CHECKPOINT_IN_RUN_DIR
+        raise CheckpointError(
+            f"{path} is a directory without {CHECKPOINT_IN_RUN_DIR}; pass a run dir of train.py "
+            "or the .ckpt file itself"
+        )
+    if not path.is_file():
+        raise CheckpointError(
+            f"checkpoint {path} does not exist; pass ckpt_path=<run dir>/checkpoints/last.ckpt "
+            "of a finished run (train.py prints the run dir as 'logs:'), or ckpt_path=last"
+        )
+    return path
+
+
+def load_model(ckpt_path: str | Path | None, device: str = "auto", runs_dir=None):
+    """Rebuild the trained model of a train.py checkpoint on ``device``, in eval mode.
+
+    Returns (model, checkpoint dict, checkpoint path)."""
+    path = find_checkpoint(ckpt_path, runs_dir)
+    target = choose_device(device)
+    checkpoint = checkpoints.load(path)  # on the CPU, without running code from the file
+    run_config = checkpoint.get("run_config")
+    if not isinstance(run_config, dict) or "model" not in run_config:
+        raise CheckpointError(
+            f"{path} holds no run_config, so the model cannot be rebuilt from it: it was not "
+            "written by this project's train.py. Train with train.py and use its checkpoint"
+        )
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        model = instantiate(run_config["model"], _convert_="all")
+    except InstantiationException as e:
+        raise CheckpointError(
+            f"the model of {path} cannot be rebuilt ({' '.join(str(e).split())[:200]})"
+        ) from None
+    state = checkpoint["state_dict"]
+    floats = [t.dtype for t in state.values() if torch.is_tensor(t) and t.is_floating_point()]
+    if floats:
+        model = model.to(floats[0])  # a run trained in float64 predicts in float64
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(
+            f"the weights in {path} do not fit the model its config describes "
+            f"({' '.join(str(e).split())[:200]})"
+        ) from None
+    return model.to(target).eval(), checkpoint, path
+
+
+def read_inputs(path: str | Path, columns: Sequence[str]) -> tuple[list[list[float]], list[dict]]:
+    """The named columns of a headed CSV as rows of floats, and every row as read."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise BackpropLabError(f"input file {path} does not exist; check input_csv")
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        header = [h.strip() for h in reader.fieldnames or []]
+        reader.fieldnames = header
+        missing = [c for c in columns if c not in header]
+        if not header or missing:
+            raise BackpropLabError(
+                f"input file {path} has no column(s) {missing or list(columns)}; its columns are "
+                f"{header}. Name the model's input columns with columns=[...]"
+            )
+        rows, records = [], []
+        for line, record in enumerate(reader, start=2):
+            if not any((v or "").strip() for v in record.values()):
+                continue
+            try:
+                row = [float(record[c]) for c in columns]
+            except (TypeError, ValueError):
+                bad = next(c for c in columns if not _is_number(record.get(c)))
+                raise BackpropLabError(
+                    f"input file {path}, row {line}, column '{bad}': '{record.get(bad)}' is not "
+                    "a number"
+                ) from None
+            rows.append(row)
+            records.append(record)
+    if not rows:
+        raise BackpropLabError(f"input file {path} has a header but no data rows")
+    return rows, records
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def predict(
+    ckpt_path: str | Path | None,
+    x: Any = None,
+    input_csv: str | Path | None = None,
+    columns: Sequence[str] | None = None,
+    device: str = "auto",
+    runs_dir: str | Path | None = None,
+) -> Predictions:
+    """The checkpoint's predictions at ``x``, at the rows of ``input_csv``, or at the run's own
+    predict_at inputs when neither is given."""
+    if x is not None and input_csv is not None:
+        raise BackpropLabError("give the inputs either as x=[...] or as input_csv=..., not both")
+    model, checkpoint, path = load_model(ckpt_path, device, runs_dir)
+    run_config = checkpoint["run_config"]
+    data = run_config.get("data") or {}
+    n_in, n_out = model.in_features, model.out_features
+    input_names = list(data.get("x_columns") or _names("x", n_in))
+    output_names = [f"{c}_pred" for c in (data.get("y_columns") or _names("y", n_out))]
+    records = None
+    if input_csv is not None:
+        if columns is None:
+            columns = input_names
+        columns = list(columns)
+        if len(columns) != n_in:
+            raise BackpropLabError(
+                f"{type(model).__name__} takes {n_in} input feature(s) per row, but columns "
+                f"names {len(columns)}: {columns}"
+            )
+        inputs, records = read_inputs(input_csv, columns)
+        input_names = columns
+    else:
+        inputs = as_rows(x if x is not None else run_config.get("predict_at"))
+        if not inputs:
+            raise BackpropLabError("no inputs: pass x=[...] or input_csv=<file.csv>")
+        if n_in > 1 and all(len(r) == 1 for r in inputs) and len(inputs) % n_in == 0:
+            # x=[0.5,0.3] for a 2-input model: one row of features, as the model reads it
+            flat = [r[0] for r in inputs]
+            inputs = [flat[i : i + n_in] for i in range(0, len(flat), n_in)]
+        wrong = [r for r in inputs if len(r) != n_in]
+        if wrong:
+            example = "x=[4.0]" if n_in == 1 else "x=[[" + ", ".join(["0.5"] * n_in) + "]]"
+            raise BackpropLabError(
+                f"{type(model).__name__} takes {n_in} input feature(s) per row, but the row "
+                f"{wrong[0]} has {len(wrong[0])}; e.g. {example}"
+            )
+    outputs = _forward(model, inputs)
+    return Predictions(
+        checkpoint=path,
+        model=type(model).__name__,
+        steps=checkpoint.get("global_step"),
+        device=str(next(model.parameters()).device),
+        inputs=inputs,
+        outputs=outputs,
+        input_names=input_names,
+        output_names=output_names,
+        csv_rows=records,
+    )
+
+
+@torch.no_grad()
+def _forward(model, inputs: list[list[float]], chunk: int = 65536) -> list[list[float]]:
+    out: list[list[float]] = []
+    for start in range(0, len(inputs), chunk):
+        x = model.inputs_tensor(inputs[start : start + chunk])
+        out += model(x).to(torch.float64).cpu().tolist()
+    return out
+
+
+def _names(prefix: str, n: int) -> list[str]:
+    return [prefix] if n == 1 else [f"{prefix}{i + 1}" for i in range(n)]
+
+
+def write_csv(predictions: Predictions, path: str | Path) -> Path:
+    """The inputs (every column of an input CSV) and a ``<target>_pred`` column per output."""
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if predictions.csv_rows is not None:
+        rows = [dict(r) for r in predictions.csv_rows]
+    else:
+        rows = [dict(zip(predictions.input_names, x, strict=True)) for x in predictions.inputs]
+    for row, y in zip(rows, predictions.outputs, strict=True):
+        row.update(zip(predictions.output_names, (repr(v) for v in y), strict=True))
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def render(predictions: Predictions, show: int = 20, written: Path | None = None) -> str:
+    """The console report: where the model came from, then ``x=... -> prediction`` per row."""
+    steps = f" after {predictions.steps} steps" if predictions.steps is not None else ""
+    lines = [
+        f"checkpoint: {predictions.checkpoint} ({predictions.model}{steps})",
+        f"device: {predictions.device}",
+    ]
+    shown = predictions.inputs if show < 0 else predictions.inputs[:show]
+    lines += [
+        f"x={format_prediction(x)} -> {format_prediction(y)}"
+        for x, y in zip(shown, predictions.outputs, strict=False)
+    ]
+    hidden = len(predictions.inputs) - len(shown)
+    if hidden:
+        lines.append(f"... {hidden} more row(s)" + (f" in {written}" if written else ""))
+    if written:
+        lines.append(f"predictions: {written}")
+    if any(not math.isfinite(v) for y in predictions.outputs for v in y):
+        lines.append("warning: some predictions are not finite (the run may have diverged)")
+    return "\n".join(lines)
+
+
+def main(cfg) -> None:
+    """predict.py: predict, print, and write the CSV when asked."""
+    predictions = predict(
+        cfg.ckpt_path,
+        x=cfg.get("x"),
+        input_csv=cfg.get("input_csv"),
+        columns=as_list(cfg.get("columns")),
+        device=str(cfg.get("device") or "auto"),
+        runs_dir=cfg.get("runs_dir"),
+    )
+    written = write_csv(predictions, cfg.output_csv) if cfg.get("output_csv") else None
+    print(render(predictions, int(cfg.get("show", 20)), written))
+
+
+def as_list(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value]
