@@ -12,3 +12,8 @@ CONFIG_DIR = PROJECT_ROOT / "conf"
 
 if not OmegaConf.has_resolver("project_root"):
     OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
+
+if not OmegaConf.has_resolver("if_equal"):
+    # ${if_equal:a,b,then,else}: the seed experiments log every step on their own data only
+    # (conf/model/*.yaml), where ${hydra:runtime.choices.data} names the data config.
+    OmegaConf.register_new_resolver("if_equal", lambda a, b, then, other: then if a == b else other)

@@ -69,6 +69,13 @@ class Objective:
         parts["s"] = penalty
         return data_loss + penalty, parts
 
+    def data_terms(self, loss: Tensor, parts: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Each data-loss term (mse, mae) of a step, from what ``__call__`` returned for it: the
+        epoch metrics take them from here rather than compute them again."""
+        if not self._single:
+            return {name: parts[name] for name in self.terms}
+        return {next(iter(self.terms)): parts["L"] if self.l2 else loss}
+
     def grad_output(self, y_hat: Tensor, y: Tensor) -> Tensor:
         """dL/dy_hat of the data loss L (the L2 term does not depend on y_hat)."""
         grad = None

@@ -41,6 +41,9 @@ warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` i
 # A resumed run writes into a run dir of its own, leaving the interrupted one as it was; the
 # checkpoint callback's note that its directory changed is expected there.
 warnings.filterwarnings("ignore", message="The dirpath has changed from")
+# Lightning warns when an epoch has fewer batches than log_every_n_steps, for its own self.log
+# step logging; this project logs a step every log_every_n_steps steps counted across epochs.
+warnings.filterwarnings("ignore", message="The number of training batches .* logging interval")
 
 #: Hyperparameters shown in TensorBoard's HParams tab for every run (besides its overrides).
 HPARAM_KEYS = (

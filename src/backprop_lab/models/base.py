@@ -8,20 +8,22 @@ trains with the hand-derived gradients through Lightning's manual optimisation.
 
 Logging is kept off the hot path: per-step values go straight to the loggers every
 ``trainer.log_every_n_steps`` steps, and the epoch's loss and metrics are accumulated on the device
-and logged once per epoch (``self.log`` costs ~0.25 ms a call; a 300-step run would spend more time
-logging than training).
+as a few sums and logged once per epoch, also straight to the loggers (``self.log`` costs ~0.25 ms
+a call; a 300-step run would spend more time logging than training). benchmarks/ measures it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 
 import lightning.pytorch as pl
 import torch
+import torch.nn.functional as F
+from lightning.pytorch.strategies import Strategy
 from torch import Tensor, nn
 from torch.optim import Optimizer
-from torchmetrics import MeanAbsoluteError, MeanSquaredError, R2Score
 
 from backprop_lab.errors import Diverged
 from backprop_lab.losses import Objective
@@ -34,44 +36,107 @@ GRADIENT_MODES = ("autograd", "manual")
 
 
 class _SplitMetrics(nn.Module):
-    """MSE, MAE and R^2 of one split, updated every step and computed once per epoch.
+    """Loss, MSE, MAE and R^2 of one split over an epoch, from a few sums.
 
-    R^2 needs at least two samples; it is reported only for epochs that saw two or more.
+    The sums, in one float64 vector: the loss times the rows, |y_hat - y| and, per output column,
+    (y_hat - y)^2, y and y^2. Small batches are held and summed together once ``hold_rows`` rows
+    have come (a step of one row then costs a list append, not ten tensor operations); a large
+    batch is summed at once, taking the squared and absolute errors from the step's own loss
+    where it has them (``known``: an MSE or MAE term), so the default MSE objective costs it two
+    passes over y and one over y_hat - y. torchmetrics' MeanSquaredError, MeanAbsoluteError and
+    R2Score take about twelve passes and ~0.13 ms a step on one row, ~20 ms on 2^18 rows: more
+    than the step itself (benchmarks/README.md). ``compute`` gives what those metrics give, from
+    the sums of every process under data-parallel training; R^2 only for epochs of two rows or
+    more.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, hold_rows: int = 1024) -> None:
         super().__init__()
-        self.mse = MeanSquaredError()
-        self.mae = MeanAbsoluteError()
-        self.r2 = R2Score()
-        self.register_buffer("loss_sum", torch.zeros((), dtype=torch.float64), persistent=False)
-        self.samples = 0
+        self.register_buffer("sums", torch.zeros(0, dtype=torch.float64), persistent=False)
+        self.rows = 0
+        self.hold_rows = hold_rows
+        self._held: list[tuple[Tensor, Tensor, Tensor]] = []
+        self._held_rows = 0
 
-    def update(self, loss: Tensor, y_hat: Tensor, y: Tensor) -> None:
-        y_hat, y = y_hat.detach(), y.detach()
-        self.mse.update(y_hat, y)
-        self.mae.update(y_hat, y)
-        self.r2.update(y_hat, y)
-        self.loss_sum += loss.detach() * len(y)
-        self.samples += len(y)
+    def update(
+        self, loss: Tensor, y_hat: Tensor, y: Tensor, known: Mapping[str, Tensor] = {}
+    ) -> None:
+        self.rows += len(y)
+        if len(y) >= self.hold_rows:
+            self._add(loss.detach() * len(y), y_hat.detach(), y, known)
+            return
+        self._held.append((loss.detach(), y_hat.detach(), y))
+        self._held_rows += len(y)
+        if self._held_rows >= self.hold_rows:
+            self._add_held()
 
-    def compute(self, prefix: str) -> dict[str, Tensor]:
-        if not self.samples:
+    def _add_held(self) -> None:
+        if not self._held:
+            return
+        losses, y_hats, ys = zip(*self._held, strict=True)
+        loss = torch.stack(losses)
+        loss_sum = (loss * loss.new_tensor([len(y) for y in ys])).sum()
+        self._add(loss_sum, torch.cat(y_hats), torch.cat(ys))
+        self._held, self._held_rows = [], 0
+
+    def _add(
+        self, loss_sum: Tensor, y_hat: Tensor, y: Tensor, known: Mapping[str, Tensor] = {}
+    ) -> None:
+        n = y.numel()
+        if "mae" in known:
+            abs_error = known["mae"].detach() * n
+        else:
+            abs_error = F.l1_loss(y_hat, y, reduction="sum")
+        if "mse" in known and y.shape[1] == 1:
+            squared_error = (known["mse"].detach() * n).view(1)
+        else:  # per output column, for R^2
+            squared_error = F.mse_loss(y_hat, y, reduction="none").sum(0)
+        sums = torch.cat(
+            (
+                loss_sum.view(1),
+                abs_error.view(1),
+                squared_error,
+                y.sum(0),
+                torch.linalg.vector_norm(y, 2, dim=0).square(),
+            )
+        )
+        if len(self.sums):
+            self.sums += sums
+        else:
+            self.sums = sums.to(torch.float64)
+
+    def compute(self, prefix: str, strategy: Strategy | None = None) -> dict[str, Tensor]:
+        """The epoch's values: loss_epoch, mse, mae and (two rows or more) r2."""
+        self._add_held()
+        sums, rows = self.sums, self.rows
+        if strategy is not None and strategy.world_size > 1:
+            sums = strategy.reduce(torch.cat((sums, sums.new_tensor([rows]))), reduce_op="sum")
+            sums, rows = sums[:-1], int(sums[-1])
+        if not rows:
             return {}
+        loss, abs_error, columns = sums[0], sums[1], sums[2:].view(3, -1)
+        squared_error, y_sum, y_squares = columns
         out = {
-            f"{prefix}/loss_epoch": self.loss_sum / self.samples,
-            f"{prefix}/mse": self.mse.compute(),
-            f"{prefix}/mae": self.mae.compute(),
+            f"{prefix}/loss_epoch": loss / rows,
+            f"{prefix}/mse": squared_error.sum() / squared_error.numel() / rows,
+            f"{prefix}/mae": abs_error / squared_error.numel() / rows,
         }
-        if self.samples >= 2:
-            out[f"{prefix}/r2"] = self.r2.compute()
-        return out
+        if rows >= 2:
+            out[f"{prefix}/r2"] = _r2(squared_error, y_squares - y_sum * y_sum / rows)
+        return {name: value.to(torch.float32) for name, value in out.items()}
 
     def reset(self) -> None:
-        for metric in (self.mse, self.mae, self.r2):
-            metric.reset()
-        self.loss_sum.zero_()
-        self.samples = 0
+        self.sums = self.sums[:0]
+        self.rows = 0
+        self._held, self._held_rows = [], 0
+
+
+def _r2(residual: Tensor, total: Tensor) -> Tensor:
+    """R^2 = 1 - RSS/TSS per output column, averaged, as torchmetrics' R2Score gives it: 1 where
+    RSS is ~0, else 0 where TSS is ~0 (constant targets missed)."""
+    zero_rss = torch.isclose(residual, torch.zeros_like(residual), atol=1e-4)
+    zero_tss = torch.isclose(total, torch.zeros_like(total), atol=1e-4)
+    return torch.where(zero_rss, 1.0, torch.where(zero_tss, 0.0, 1 - residual / total)).mean()
 
 
 class SeedModel(pl.LightningModule):
@@ -173,9 +238,9 @@ class SeedModel(pl.LightningModule):
                 param.grad = grads[name]
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):
+        if not math.isfinite(loss.item()):  # .item(): ~1 us on the CPU, torch.isfinite ~6 us
             self._diverged(loss)
-        self.train_metrics.update(loss, y_hat, batch[1])
+        self.train_metrics.update(loss, y_hat, batch[1], self.objective.data_terms(loss, parts))
         self.last_loss = loss.detach()
         if self._is_log_step():
             self._log_now({"train/loss": loss, **{f"train/{k}": v for k, v in parts.items()}})
@@ -190,13 +255,14 @@ class SeedModel(pl.LightningModule):
         )
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        y_hat, loss, _ = self.compute_loss(batch)
-        self.val_metrics.update(loss, y_hat, batch[1])
+        y_hat, loss, parts = self.compute_loss(batch)
+        self.val_metrics.update(loss, y_hat, batch[1], self.objective.data_terms(loss, parts))
 
     def on_train_epoch_end(self) -> None:
-        self.log_dict(self.train_metrics.compute("train"), sync_dist=True)
+        metrics = self.train_metrics.compute("train", self.trainer.strategy)
         self.train_metrics.reset()
-        self._log_now({f"params/{k}": v for k, v in self.scalar_values().items()})
+        params = {f"params/{k}": v for k, v in self.scalar_values().items()}
+        self._log_epoch(metrics, epoch=self.current_epoch, **params)
         # Validation ran before this hook: callback_metrics hold this epoch's train and val values.
         row = {"epoch": self.current_epoch, "step": self.global_step}
         row.update(
@@ -205,7 +271,7 @@ class SeedModel(pl.LightningModule):
         self.history.append(row)
 
     def on_validation_epoch_end(self) -> None:
-        self.log_dict(self.val_metrics.compute("val"), sync_dist=True)
+        self._log_epoch(self.val_metrics.compute("val", self.trainer.strategy))
         self.val_metrics.reset()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -254,6 +320,16 @@ class SeedModel(pl.LightningModule):
         values = {k: float(v.detach()) if isinstance(v, Tensor) else v for k, v in metrics.items()}
         for logger in self.loggers:
             logger.log_metrics(values, step=self.global_step)
+
+    def _log_epoch(self, metrics: dict[str, Tensor], **also: float | Tensor) -> None:
+        """An epoch's metrics to the loggers, and into ``trainer.callback_metrics`` as ``self.log``
+        would put them there for callbacks (EarlyStopping, ModelCheckpoint's ``monitor``).
+
+        ``self.log`` costs ~0.25 ms a call: with four metrics, more than a seed's three-step epoch.
+        The metrics are already the whole epoch's, summed over every process.
+        """
+        self.trainer.callback_metrics.update(metrics)
+        self._log_now({**metrics, **also})
 
 
 def _floats(scalars: Mapping[str, Tensor]) -> dict[str, float]:
