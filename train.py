@@ -13,15 +13,20 @@ from backprop_lab import cli, schema
 
 
 def task(cfg: DictConfig) -> None:
-    schema.check(cfg)  # before Lightning loads: a typo fails at once
+    if not in_sweep():
+        schema.check(cfg)  # before Lightning loads: a typo fails at once
     from backprop_lab.training import train
 
-    train(cfg)
+    train(cfg)  # checks the schema too, and records a failure in the job's summary.json
+
+
+def in_sweep() -> bool:
+    return HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> None:
-    cli.run(task, cfg, in_sweep=HydraConfig.get().mode == RunMode.MULTIRUN)
+    cli.run(task, cfg, in_sweep=in_sweep())
 
 
 if __name__ == "__main__":

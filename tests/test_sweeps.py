@@ -117,7 +117,8 @@ def test_a_failing_job_is_recorded_and_the_others_run(tmp_path):
     )
     assert result.returncode == 1
     rows = {r["job"].split("_")[0]: r for r in read_summary(sweep_dir(tmp_path))}
-    assert rows["0"]["status"] == "failed" and "optimizer.lr must be > 0" in rows["0"]["error"]
+    assert rows["0"]["status"] == "failed"
+    assert "optimizer.lr must be a number > 0" in rows["0"]["error"]
     assert rows["1"]["status"] == "finished"
     assert "1 of 2 job(s) failed" in result.stderr
     assert "Traceback" not in result.stderr
