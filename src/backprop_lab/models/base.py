@@ -45,9 +45,9 @@ class _SplitMetrics(nn.Module):
     where it has them (``known``: an MSE or MAE term), so the default MSE objective costs it two
     passes over y and one over y_hat - y. torchmetrics' MeanSquaredError, MeanAbsoluteError and
     R2Score take about twelve passes and ~0.13 ms a step on one row, ~20 ms on 2^18 rows: more
-    than the step itself (benchmarks/README.md). ``compute`` gives what those metrics give, from
-    the sums of every process under data-parallel training; R^2 only for epochs of two rows or
-    more.
+    than the step itself (benchmarks/run.py measures it). ``compute`` gives what those metrics
+    give, from the sums of every process under data-parallel training; R^2 only for epochs of two
+    rows or more.
     """
 
     def __init__(self, hold_rows: int = 1024) -> None:
