@@ -1,6 +1,7 @@
 """What the hot path does for speed gives what the long way gives: the epoch metrics from a few
 sums per step (as torchmetrics computes them), the gradient check on part of a large batch or on
-the step's own gradients, the epoch metrics where Lightning's callbacks look for them."""
+the step's own gradients, the epoch metrics where Lightning's callbacks look for them, checkpoints
+written in the background, rows gathered as vectors."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import torch.nn.functional as F
 from test_tensorboard import load_events
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, R2Score
 
+from backprop_lab.checkpoint_io import BackgroundCheckpointIO
+from backprop_lab.data import take_rows
 from backprop_lab.losses import Objective
 from backprop_lab.models.base import _SplitMetrics
 
@@ -104,3 +107,86 @@ def test_the_gradient_check_on_the_first_rows_of_a_large_batch(run):
     checks = load_events(summary["output_dir"]).Scalars("gradcheck/w")
     assert [e.step for e in checks] == [0, 2, 4, 6]
     assert all(0 <= e.value < 1e-4 for e in checks)
+
+
+def test_background_checkpoints_leave_the_newest_on_disk(tmp_path):
+    io = BackgroundCheckpointIO()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    weights = torch.zeros(3)
+    for epoch in range(50):
+        weights += 1  # the saved tensor is a copy taken when the checkpoint was handed over
+        io.save_checkpoint({"epoch": epoch, "w": weights}, path)
+    io.teardown()
+    saved = torch.load(path, weights_only=True)
+    assert saved["epoch"] == 49
+    assert saved["w"].tolist() == [50.0, 50.0, 50.0]
+    assert io.load_checkpoint(path)["epoch"] == 49
+
+
+def test_a_background_checkpoint_that_cannot_be_written_fails_the_run(tmp_path):
+    (tmp_path / "file").write_text("not a directory")
+    io = BackgroundCheckpointIO()
+    io.save_checkpoint({"epoch": 0}, tmp_path / "file" / "last.ckpt")
+    with pytest.raises(OSError):
+        io.teardown()
+
+
+@pytest.mark.parametrize("columns", [1, 2])
+def test_take_rows_is_indexing(columns):
+    t = torch.randn(50, columns)
+    index = torch.randperm(50)[:20]
+    assert torch.equal(take_rows(t, index), t[index])
+    assert torch.equal(take_rows(t, index[::3]), t[index[::3]])  # a strided index (DDP shards)
+
+
+def test_one_event_per_log_call_reads_back_as_lightnings_logger_writes(tmp_path):
+    from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoardLogger
+
+    from backprop_lab.loggers import TensorBoardLogger
+
+    read = {}
+    for name, cls in (("ours", TensorBoardLogger), ("lightning", LightningTensorBoardLogger)):
+        logger = cls(tmp_path / name, name="", version="")
+        logger.log_metrics({"train/loss": 0.25, "grad/norm": torch.tensor(3.5)}, step=0)
+        logger.log_metrics({"train/loss": torch.tensor(0.125, dtype=torch.float64)}, step=7)
+        logger.finalize("success")
+        events = load_events(str(tmp_path / name))
+        read[name] = {
+            tag: [(e.step, e.value) for e in events.Scalars(tag)]
+            for tag in events.Tags()["scalars"]
+        }
+    assert read["ours"] == read["lightning"]
+    assert read["ours"] == {"train/loss": [(0, 0.25), (7, 0.125)], "grad/norm": [(0, 3.5)]}
+
+
+def test_a_value_tensorboard_cannot_take_is_named(tmp_path):
+    from backprop_lab.loggers import TensorBoardLogger
+
+    logger = TensorBoardLogger(tmp_path, name="", version="")
+    with pytest.raises(ValueError, match="cannot log train/loss="):
+        logger.log_metrics({"train/loss": torch.ones(3)}, step=0)
+
+
+def test_lightning_calls_only_the_per_batch_hooks_a_callback_defines(make_cfg):
+    from backprop_lab.callbacks import PER_BATCH_HOOKS, Callback, GradientCheck
+    from backprop_lab.training import train
+
+    assert GradientCheck.on_train_batch_end is None
+    assert callable(GradientCheck.on_before_optimizer_step)
+    assert callable(GradientCheck.on_train_batch_start)
+    assert callable(GradientCheck.on_train_end)  # hooks outside a batch are kept
+
+    calls = []
+
+    class Counts(Callback):
+        def on_train_batch_end(self, trainer, *args):
+            calls.append(trainer.global_step)
+
+    class Inherits(Counts):
+        pass
+
+    others = [hook for hook in PER_BATCH_HOOKS if hook != "on_train_batch_end"]
+    assert all(getattr(Counts, hook) is None for hook in others)
+    assert Inherits.on_train_batch_end is Counts.on_train_batch_end
+    train(make_cfg("model=quadratic", "trainer.max_epochs=2"), extra_callbacks=[Inherits()])
+    assert calls == [1, 2, 3, 4, 5, 6]

@@ -33,7 +33,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
 from backprop_lab import plots
-from backprop_lab.callbacks import best_epoch
+from backprop_lab.callbacks import Callback, best_epoch
 from backprop_lab.models import SeedModel
 from backprop_lab.predict import as_rows, format_prediction
 
@@ -56,7 +56,7 @@ def training_rows(trainer: pl.Trainer, model: SeedModel, limit: int) -> tuple[Te
 
 
 # --- Graphs ---------------------------------------------------------------------------------------
-class ComputationGraph(pl.Callback):
+class ComputationGraph(Callback):
     """The model's computational graph, once, at the end of training.
 
     Graphs tab: the forward pass on one batch of training data, traced with ``torch.fx`` (every
@@ -185,7 +185,7 @@ def backward_graph(model: SeedModel, batch: tuple[Tensor, Tensor], max_lines: in
 
 
 # --- Images ---------------------------------------------------------------------------------------
-class TrainingPlots(pl.Callback):
+class TrainingPlots(Callback):
     """Images tab, once at the end of training:
 
     - ``plots/loss_curve``: train (and val) loss by epoch;
@@ -392,7 +392,7 @@ def loss_curve_figure(model: SeedModel):
 
 
 # --- Text -----------------------------------------------------------------------------------------
-class RunCard(pl.Callback):
+class RunCard(Callback):
     """Text tab, ``run/card``, once at the end of training: the run's final results (loss, best
     epoch, metrics, parameters, predictions before and after) and its composed config.
 
@@ -479,7 +479,7 @@ def _overrides() -> list[str]:
 
 
 # --- Files ----------------------------------------------------------------------------------------
-class LossCurvePNG(pl.Callback):
+class LossCurvePNG(Callback):
     """Writes the loss curve (seed 004's figure) to ``path`` at the end of training."""
 
     def __init__(self, path: str) -> None:

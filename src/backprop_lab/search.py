@@ -28,6 +28,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
+from backprop_lab.callbacks import Callback
 from backprop_lab.errors import BackpropLabError, Interrupted, TrialPruned
 from backprop_lab.training import train
 
@@ -57,7 +58,7 @@ class _StopSearch(KeyboardInterrupt):
         self.interrupted = interrupted
 
 
-class PruneUnpromising(pl.Callback):
+class PruneUnpromising(Callback):
     """Reports each epoch's objective to the trial and stops the run when Optuna's pruner says so.
 
     An epoch's metrics are final only after the module's own epoch-end hook, which runs after
