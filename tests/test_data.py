@@ -121,3 +121,21 @@ def test_synthetic_is_seeded_and_follows_its_polynomial():
 def test_bad_settings(kwargs):
     with pytest.raises(DataError):
         SyntheticDataModule(**kwargs)
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_data_moves_once_to_an_accelerator_and_stays_put_on_the_cpu(device):
+    from types import SimpleNamespace
+
+    dm = SyntheticDataModule(n=10, batch_size=4, val_fraction=0.2)
+    dm.setup("fit")
+    on_cpu = dm.train_xy
+    dm.trainer = SimpleNamespace(
+        strategy=SimpleNamespace(root_device=torch.device(device)), global_rank=0, world_size=1
+    )
+    train, val = dm.train_dataloader(), dm.val_dataloader()
+    assert train.x.device.type == val.x.device.type == train.y.device.type == device
+    if device == "cpu":  # the same tensors: nothing copied
+        assert train.x is on_cpu[0] and train.y is on_cpu[1]
+    else:  # "meta" stands in for a GPU here; the next loader reuses what was moved
+        assert dm.train_dataloader().x is train.x

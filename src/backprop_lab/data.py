@@ -162,6 +162,7 @@ class TensorDataModule(pl.LightningDataModule):
         self.train_xy, self.val_xy = (x, y), val
 
     def train_dataloader(self) -> TensorBatches:
+        self.train_xy = self._on_device(self.train_xy)
         return TensorBatches(
             *self.train_xy, self.batch_size, self.shuffle, self.seed, **self._shard()
         )
@@ -169,7 +170,16 @@ class TensorDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> TensorBatches | list:
         if self.val_xy is None:
             return []
+        self.val_xy = self._on_device(self.val_xy)
         return TensorBatches(*self.val_xy, self.batch_size, **self._shard())
+
+    def _on_device(self, xy: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        """The data moved once to the training device when that is an accelerator: batches are
+        then sliced where they are used, not copied from host memory at every step."""
+        device = self.trainer.strategy.root_device if self.trainer is not None else None
+        if device is None or device.type == "cpu" or xy[0].device == device:
+            return xy
+        return xy[0].to(device), xy[1].to(device)
 
     def _shard(self) -> dict[str, int]:
         trainer = self.trainer
