@@ -425,10 +425,15 @@ def bench_sweep(jobs: int, repeats: int) -> dict:
     seeds = ",".join(str(s) for s in range(jobs))
     single = [sys.executable, "train.py", "model=quadratic", *common]
     sweep = [sys.executable, "train.py", "-m", "model=quadratic", f"seed={seeds}", *common]
+    # What bounds the ratio: each job's end-of-training images (matplotlib, ~0.5 s a job).
+    no_images = ["~callbacks.plots", "~callbacks.graph", "~callbacks.loss_curve_png"]
     variants = {
         "train.py model=quadratic": lambda: {"wall_s": subprocess_wall(single)},
         f"train.py -m model=quadratic seed=0..{jobs - 1}": lambda: {
             "wall_s": subprocess_wall(sweep)
+        },
+        "the same sweep without the end-of-training images": lambda: {
+            "wall_s": subprocess_wall([*sweep, *no_images])
         },
     }
     print(f"4. sweep of {jobs} jobs, {repeats} repeat(s)", flush=True)
@@ -506,8 +511,13 @@ def main() -> None:
         print(json.dumps(large_data_worker(variant, int(n), int(batch_size), int(epochs))))
         return
     repeats = args.repeats or (1 if args.quick else 5)
-    results: dict = {"machine": machine(), "quick": args.quick}
     only = args.only.split(",")
+    results: dict = {"machine": machine(), "quick": args.quick}
+    if set(only) < set(COLUMNS) and Path(args.out).is_file():
+        # A partial run replaces its own sections of an earlier results file, keeping the rest.
+        earlier = json.loads(Path(args.out).read_text())
+        results.update({k: earlier[k] for k in COLUMNS if k in earlier and k not in only})
+        results["earlier_machine"] = earlier.get("machine")
     started = time.perf_counter()
     if "step" in only:
         results["step"] = bench_step(1_000 if args.quick else 10_000, repeats)
