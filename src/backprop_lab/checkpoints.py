@@ -11,18 +11,20 @@ from omegaconf import DictConfig
 from backprop_lab.errors import CheckpointError
 
 
-def resolve(ckpt_path: str, runs_dir: Path, exclude: Path | None = None) -> Path:
-    """``last`` (the newest run under runs_dir with a last.ckpt), a run dir, or a .ckpt file."""
-    if ckpt_path == "last":
-        found = [
-            p
-            for p in runs_dir.glob("*/checkpoints/last.ckpt")
-            if exclude is None or p.parents[1] != exclude
-        ]
+def resolve(
+    ckpt_path: str,
+    runs_dir: Path | None,
+    exclude: Path | None = None,
+    pattern: str = "*/checkpoints/last.ckpt",
+) -> Path:
+    """``last`` (the newest checkpoint matching ``pattern`` under runs_dir, not in ``exclude``), a
+    run dir, or a .ckpt file."""
+    if ckpt_path == "last" and runs_dir is not None:
+        found = [p for p in runs_dir.glob(pattern) if exclude is None or p.parents[1] != exclude]
         if not found:
             raise CheckpointError(
-                f"ckpt_path=last: no run under {runs_dir} has a "
-                "checkpoints/last.ckpt to resume from"
+                f"ckpt_path=last: no run under {runs_dir} has a checkpoints/last.ckpt; train one "
+                "first (uv run train.py ...) or give the checkpoint's path"
             )
         return max(found, key=lambda p: p.stat().st_mtime)
     path = Path(ckpt_path).expanduser()
@@ -30,10 +32,14 @@ def resolve(ckpt_path: str, runs_dir: Path, exclude: Path | None = None) -> Path
         for candidate in (path / "checkpoints" / "last.ckpt", path / "last.ckpt"):
             if candidate.is_file():
                 return candidate
-        raise CheckpointError(f"ckpt_path={path} is a directory without checkpoints/last.ckpt")
+        raise CheckpointError(
+            f"{path} is a directory without checkpoints/last.ckpt; give a run dir of train.py "
+            "or the .ckpt file itself"
+        )
     if not path.is_file():
         raise CheckpointError(
-            f"ckpt_path={path} does not exist; give a .ckpt file, a run dir, or ckpt_path=last"
+            f"checkpoint {path} does not exist; give a .ckpt file, a run dir (train.py prints "
+            "it as 'logs:'), or ckpt_path=last"
         )
     return path
 

@@ -102,28 +102,8 @@ def find_checkpoint(ckpt_path: str | Path | None, runs_dir: str | Path | None = 
             "no checkpoint given: pass ckpt_path=<run dir>/checkpoints/last.ckpt, a run dir, or "
             "ckpt_path=last (the newest run)"
         )
-    if str(ckpt_path) == "last" and runs_dir is not None:
-        found = list(Path(runs_dir).glob(f"*/*/{CHECKPOINT_IN_RUN_DIR}"))
-        if not found:
-            raise CheckpointError(
-                f"ckpt_path=last: no run under {runs_dir} has a {CHECKPOINT_IN_RUN_DIR}; train "
-                "one first (uv run train.py ...) or give the checkpoint's path"
-            )
-        return max(found, key=lambda p: p.stat().st_mtime)
-    path = Path(ckpt_path).expanduser()
-    if path.is_dir():
-        if (path / CHECKPOINT_IN_RUN_DIR).is_file():
-            return path / CHECKPOINT_IN_RUN_DIR
-        raise CheckpointError(
-            f"{path} is a directory without {CHECKPOINT_IN_RUN_DIR}; pass a run dir of train.py "
-            "or the .ckpt file itself"
-        )
-    if not path.is_file():
-        raise CheckpointError(
-            f"checkpoint {path} does not exist; pass ckpt_path=<run dir>/checkpoints/last.ckpt "
-            "of a finished run (train.py prints the run dir as 'logs:'), or ckpt_path=last"
-        )
-    return path
+    runs = Path(runs_dir) if runs_dir is not None else None  # logs/runs: <model>/<time>/
+    return checkpoints.resolve(str(ckpt_path), runs, pattern=f"*/*/{CHECKPOINT_IN_RUN_DIR}")
 
 
 def load_model(ckpt_path: str | Path | None, device: str = "auto", runs_dir=None):
