@@ -159,9 +159,12 @@ def test_tensorboard_serves_the_whole_dashboard_of_a_finished_run(run, tmp_path,
         (backward,) = tb.json("/data/plugin/text/text", run=name, tag=backward_tag)
         assert "MseLossBackward0" in backward["text"] and "w.grad" in backward["text"]
 
-    # One event file: everything was written before Lightning closed the logger.
+    # The run's event file, then the figures' (drawn by the helper process after the run's
+    # writer closed), named to sort right after it: TensorBoard reads them in name order.
     out = Path(summary["output_dir"])
-    assert len(list(out.glob("events.out.tfevents.*"))) == 1
+    run_events, figures = sorted(p.name for p in out.glob("events.out.tfevents.*"))
+    assert figures == run_events + ".figures"
+    assert not list(out.glob(".figures-*"))  # every job drawn, its file of numbers removed
     # The console's final table names the plots, the checkpoint and TensorBoard, the run dir last.
     lines = report.strip().splitlines()
     assert f"loss curve: {out / 'loss_curve.png'}" in lines

@@ -3,8 +3,9 @@ the progress bar. One concern per callback.
 
 Per training step only the progress bar does anything (it reads the clock); the plots record the
 parameters once per epoch. Graphs, figures and the text card are made once, in ``on_train_end``:
-after the last step, while the loggers are still open (after ``fit`` returns, a write would start
-a second event file). Each writes on the global-rank-0 process only.
+after the last step, while the loggers are still open. The figures are computed here as numbers
+and drawn by a helper process (backprop_lab/render.py), so ``fit`` does not wait for matplotlib.
+Each writes on the global-rank-0 process only.
 
     ComputationGraph   Graphs tab: the traced forward pass; Text: the graph backward() walks
     TrainingPlots      Images: loss curve, parameter trajectories, loss surfaces with the path
@@ -20,7 +21,6 @@ import logging
 import math
 import sys
 import time
-import weakref
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from lightning.pytorch.callbacks import ProgressBar as _ProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
-from backprop_lab import plots
+from backprop_lab import render
 from backprop_lab.callbacks import Callback, best_epoch
 from backprop_lab.models import SeedModel
 from backprop_lab.predict import as_rows, format_prediction
@@ -44,6 +44,12 @@ def _tensorboards(trainer: pl.Trainer) -> list:
     if not trainer.is_global_zero:
         return []
     return [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+
+
+def _tensorboard_dirs(trainer: pl.Trainer) -> list[str]:
+    if not trainer.is_global_zero:
+        return []
+    return [lg.log_dir for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
 
 
 def training_rows(trainer: pl.Trainer, model: SeedModel, limit: int) -> tuple[Tensor, ...] | None:
@@ -196,6 +202,8 @@ class TrainingPlots(Callback):
 
     The path is the parameters at the end of each epoch (one ``.tolist()`` per epoch, nothing per
     step). The surface is evaluated with ``torch.func.vmap`` on up to ``max_rows`` training rows.
+    The figures are drawn by the helper process of backprop_lab/render.py, started here so that
+    its imports overlap training; the images go into the run's log dir once its writer closes.
     """
 
     def __init__(self, max_surfaces: int = 3, grid_points: int = 61, max_rows: int = 4096) -> None:
@@ -206,6 +214,7 @@ class TrainingPlots(Callback):
             )
         self.max_surfaces, self.grid_points, self.max_rows = max_surfaces, grid_points, max_rows
         self.path: list[dict[str, float]] = []
+        render.start()
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: SeedModel) -> None:
         self.path = [pl_module.scalar_values()]
@@ -214,32 +223,24 @@ class TrainingPlots(Callback):
         self.path.append(pl_module.scalar_values())
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: SeedModel) -> None:
-        writers = _tensorboards(trainer)
-        if not writers:
+        logdirs = _tensorboard_dirs(trainer)
+        if not logdirs:
             return
-        for tag, image in self.images(trainer, pl_module):
-            for writer in writers:
-                writer.add_image(tag, image, trainer.global_step, dataformats="HWC")
+        figures = list(self.figures(trainer, pl_module))
+        if figures:
+            render.submit(render.Job(figures, logdirs=logdirs, step=trainer.global_step))
 
-    def images(self, trainer: pl.Trainer, model: SeedModel) -> Iterator[tuple[str, np.ndarray]]:
-        """(tag, HxWx3 image) for each figure."""
+    def figures(self, trainer: pl.Trainer, model: SeedModel) -> Iterator[render.Figure]:
+        """The figures as numbers: loss curve, parameter trajectories, loss surfaces."""
         if model.history:
-            yield "plots/loss_curve", loss_curve_image(model)
-        for tag, fig in self.figures(trainer, model):
-            yield tag, plots.to_rgb(fig)
-
-    def figures(self, trainer: pl.Trainer, model: SeedModel) -> Iterator[tuple[str, Any]]:
-        """The figures besides the loss curve: parameter trajectories, loss surfaces."""
+            yield loss_curve_figure(model)
         name = type(model).__name__
         if len(self.path) > 1:
             epochs = list(range(len(self.path)))
             values = {k: [p[k] for p in self.path] for k in self.path[0]}
-            yield (
-                "plots/parameters",
-                plots.parameter_trajectories(
-                    epochs, values, f"{name}: parameters by epoch (0: initial values)"
-                ),
-            )
+            title = f"{name}: parameters by epoch (0: initial values)"
+            args = (epochs, values, title)
+            yield render.Figure("plots/parameters", "parameter_trajectories", args)
         rows = training_rows(trainer, model, self.max_rows) if self.max_surfaces else None
         if rows is None or len(self.path) < 2:
             return
@@ -249,10 +250,7 @@ class TrainingPlots(Callback):
         trainable = [k for k in self.path[0] if k in surface.trainable]
         path = {k: np.array([p[k] for p in self.path]) for k in trainable}
         for names in surface_pairs(path, self.max_surfaces):
-            yield (
-                "plots/loss_surface/" + "_".join(names),
-                surface.figure(names, path, self.grid_points, note),
-            )
+            yield surface.figure(names, path, self.grid_points, note)
 
 
 def surface_pairs(path: Mapping[str, np.ndarray], limit: int) -> list[tuple[str, ...]]:
@@ -307,34 +305,30 @@ class LossSurface:
 
     def figure(
         self, names: tuple[str, ...], path: Mapping[str, np.ndarray], points: int, note: str = ""
-    ):
+    ) -> render.Figure:
+        """The loss along one parameter, or over two, with the path: a figure as numbers."""
         model = type(self.model).__name__
+        tag = "plots/loss_surface/" + "_".join(names)
         if len(names) == 1:
             (a,) = names
             grid = _span(path[a], points * 3)
-            losses = self.losses({a: grid})
-            return plots.loss_profile(
+            args = (
                 grid,
-                losses,
+                self.losses({a: grid}),
                 path[a],
                 self.losses({a: path[a]}),
                 a,
                 f"{model}: loss along {a}{note}",
             )
+            return render.Figure(tag, "loss_profile", args)
         a, b = names
         grid_a, grid_b = _span(path[a], points), _span(path[b], points)
         mesh_a, mesh_b = np.meshgrid(grid_a, grid_b)
         losses = self.losses({a: mesh_a.ravel(), b: mesh_b.ravel()}).reshape(mesh_a.shape)
         others = "" if len(self.trainable) == 2 else ", the others at their final values"
-        return plots.loss_surface(
-            grid_a,
-            grid_b,
-            losses,
-            path[a],
-            path[b],
-            (a, b),
-            f"{model}: loss over {a}, {b}{others}{note}",
-        )
+        title = f"{model}: loss over {a}, {b}{others}{note}"
+        args = (grid_a, grid_b, losses, path[a], path[b], (a, b), title)
+        return render.Figure(tag, "loss_surface", args)
 
 
 def seed_slots(model: SeedModel) -> dict[str, tuple[str, int]]:
@@ -363,21 +357,8 @@ def _span(values: np.ndarray, points: int) -> np.ndarray:
     return np.linspace(middle - 0.7 * width, middle + 0.7 * width, points)
 
 
-#: The rendered loss curve per model, with the history length it shows: drawn once at the end of
-#: training and shared by the Images tab and loss_curve.png.
-_loss_curves: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def loss_curve_image(model: SeedModel) -> np.ndarray:
-    """The loss curve as an HxWx3 image, drawn once per model and history."""
-    cached = _loss_curves.get(model)
-    if cached is None or cached[0] != len(model.history):
-        cached = _loss_curves[model] = (len(model.history), plots.to_rgb(loss_curve_figure(model)))
-    return cached[1]
-
-
-def loss_curve_figure(model: SeedModel):
-    """Seed 004's figure: the training (and validation) loss by epoch."""
+def loss_curve_figure(model: SeedModel) -> render.Figure:
+    """Seed 004's figure, as numbers: the training (and validation) loss by epoch."""
     history = model.history
     curves = {
         label: [row[key] for row in history if key in row]
@@ -386,9 +367,8 @@ def loss_curve_figure(model: SeedModel):
     }
     epochs = [row["epoch"] for row in history]
     last = curves["train"][-1] if "train" in curves else float("nan")
-    return plots.loss_curve(
-        epochs, curves, f"{type(model).__name__}: loss by epoch, mean over each (last {last:.6g})"
-    )
+    title = f"{type(model).__name__}: loss by epoch, mean over each (last {last:.6g})"
+    return render.Figure("plots/loss_curve", "loss_curve", (epochs, curves, title))
 
 
 # --- Text -----------------------------------------------------------------------------------------
@@ -480,14 +460,17 @@ def _overrides() -> list[str]:
 
 # --- Files ----------------------------------------------------------------------------------------
 class LossCurvePNG(Callback):
-    """Writes the loss curve (seed 004's figure) to ``path`` at the end of training."""
+    """Writes the loss curve (seed 004's figure) to ``path`` at the end of training, drawn by the
+    helper process of backprop_lab/render.py."""
 
     def __init__(self, path: str) -> None:
         self.path = Path(path)
+        render.start()
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: SeedModel) -> None:
         if trainer.is_global_zero and pl_module.history:
-            plots.save_rgb(loss_curve_image(pl_module), self.path)
+            figure = loss_curve_figure(pl_module)
+            render.submit(render.Job([figure], files={figure.tag: str(self.path)}))
 
 
 # --- Console --------------------------------------------------------------------------------------

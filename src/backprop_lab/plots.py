@@ -13,6 +13,7 @@ interactive, no global figure registry to leak into, nothing to close.
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -48,20 +49,11 @@ def save_png(fig: Figure, path: str | Path) -> Path:
     return path
 
 
-def save_rgb(image: np.ndarray, path: str | Path) -> Path:
-    """Write an image from :func:`to_rgb` as a PNG of its size."""
-    from PIL import Image
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).save(path, format="PNG")
-    return path
-
-
-def to_rgb(fig: Figure) -> np.ndarray:
-    """The rendered figure as an (HEIGHT, WIDTH, 3) uint8 array, for TensorBoard's add_image."""
-    fig.canvas.draw()
-    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+def to_png(fig: Figure) -> bytes:
+    """The figure as the bytes of a WIDTH x HEIGHT PNG (for a file, or a TensorBoard image)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI)
+    return buffer.getvalue()
 
 
 def loss_curve(

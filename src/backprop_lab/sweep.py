@@ -17,6 +17,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from backprop_lab import render
+
 COLUMNS = (
     "job",
     "status",
@@ -92,6 +94,7 @@ class SweepSummary(Callback):
     """Writes <sweep dir>/summary.csv and prints the table; exits 1 if any job failed."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        render.wait()  # the jobs' figures, drawn while later jobs trained
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return

@@ -28,7 +28,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from backprop_lab import checkpoints, schema
+from backprop_lab import checkpoints, render, schema
 from backprop_lab.callbacks import HParamsSummary, StopOnSignal, best_epoch
 from backprop_lab.data import DataError, TensorDataModule
 from backprop_lab.errors import BackpropLabError, ConfigError, Interrupted
@@ -188,9 +188,21 @@ def train(
             (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
             if model is not None and model.history:
                 _write_history(model.history, output_dir / "metrics.csv")
+    if not _sweep_draws_later():
+        render.wait()  # the run's figures: the report names only files that exist
     if trainer.is_global_zero and not quiet:
         print(report(summary))
     return summary
+
+
+def _sweep_draws_later() -> bool:
+    """In a multirun whose jobs run in the sweep's own process (Hydra's basic launcher), a job's
+    figures are drawn while the next job trains; the sweep waits for them all at its end."""
+    if not HydraConfig.initialized():
+        return False
+    hydra = HydraConfig.get()
+    launcher = str(OmegaConf.select(hydra, "launcher._target_", default=""))
+    return hydra.mode == RunMode.MULTIRUN and launcher.endswith(".BasicLauncher")
 
 
 def _resume_from(cfg: DictConfig, model: SeedModel, output_dir: Path) -> Path | None:
@@ -257,7 +269,7 @@ def report(summary: dict[str, Any]) -> str:
         ("loss curve", out / "loss_curve.png"),
         ("checkpoint", out / "checkpoints" / "last.ckpt"),
     ):
-        if path.is_file():
+        if path.is_file() or render.pending(path):
             lines.append(f"{label}: {path}")
     if any(out.glob("events.out.tfevents.*")):
         lines.append(f"tensorboard: uv run tensorboard --logdir {out}")
