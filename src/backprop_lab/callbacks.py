@@ -11,6 +11,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.optim import Optimizer
 
@@ -44,6 +45,35 @@ class Callback(pl.Callback):
         for hook in PER_BATCH_HOOKS:
             if getattr(cls, hook) is getattr(pl.Callback, hook):
                 setattr(cls, hook, None)
+
+
+class EpochEndCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint without two costs that serve only options this project's
+    ``last.ckpt`` (no monitored metric, saved at epoch ends) does not use:
+
+    - its per-batch hook, which serves ``every_n_train_steps`` and ``train_time_interval``: off
+      when neither is set (Lightning skips a hook that is not callable);
+    - a deep copy of every logged metric at each save (~0.5 ms), kept for ranking the top-k
+      checkpoints by a monitored metric: a shallow copy when nothing is monitored.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not self._every_n_train_steps and self._train_time_interval is None:
+            self.on_train_batch_end = None
+
+    def _monitor_candidates(self, trainer: pl.Trainer) -> dict[str, torch.Tensor]:
+        if self.monitor is not None:
+            return super()._monitor_candidates(trainer)
+        candidates = dict(trainer.callback_metrics)
+        epoch, step = candidates.get("epoch"), candidates.get("step")
+        candidates["epoch"] = (
+            epoch.int() if isinstance(epoch, torch.Tensor) else torch.tensor(trainer.current_epoch)
+        )
+        candidates["step"] = (
+            step.int() if isinstance(step, torch.Tensor) else torch.tensor(trainer.global_step)
+        )
+        return candidates
 
 
 def _tensorboards(trainer: pl.Trainer) -> list:
