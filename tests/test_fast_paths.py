@@ -190,3 +190,51 @@ def test_lightning_calls_only_the_per_batch_hooks_a_callback_defines(make_cfg):
     assert Inherits.on_train_batch_end is Counts.on_train_batch_end
     train(make_cfg("model=quadratic", "trainer.max_epochs=2"), extra_callbacks=[Inherits()])
     assert calls == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_checkpoint_snapshot_copies_tensors_and_keeps_container_types():
+    from collections import OrderedDict
+
+    from lightning.fabric.utilities.data import AttributeDict
+
+    from backprop_lab.checkpoint_io import _snapshot
+
+    state = torch.nn.Linear(2, 1).state_dict()
+    checkpoint = {
+        "state_dict": state,
+        "hyper_parameters": AttributeDict(w=[1.0, 2.0]),
+        "loops": {"fit_loop": {"epoch_progress": {"total": {"ready": 3}}}},
+        "optimizer_states": [{"state": {}, "param_groups": [{"lr": 0.01, "params": [0, 1]}]}],
+        "pair": (torch.ones(2), 7),
+    }
+    copied = _snapshot(checkpoint)
+    assert copied == {**checkpoint, "state_dict": copied["state_dict"], "pair": copied["pair"]}
+    assert type(copied["state_dict"]) is OrderedDict
+    assert copied["state_dict"]._metadata == state._metadata  # torch's state_dict versions
+    assert type(copied["hyper_parameters"]) is AttributeDict
+    state["weight"].add_(1.0)
+    checkpoint["pair"][0].add_(1.0)
+    assert not torch.equal(copied["state_dict"]["weight"], state["weight"])  # as it was
+    assert copied["pair"][0].tolist() == [1.0, 1.0]
+
+
+def test_epoch_end_checkpoints_skip_the_per_step_hook_and_the_metric_copy(run, monkeypatch):
+    import copy
+
+    from backprop_lab.callbacks import EpochEndCheckpoint
+
+    plain = EpochEndCheckpoint(dirpath="x", filename="last")
+    assert plain.on_train_batch_end is None
+    assert callable(EpochEndCheckpoint(every_n_train_steps=5).on_train_batch_end)
+    copies = []
+    deepcopy = copy.deepcopy
+    monkeypatch.setattr(
+        "lightning.pytorch.callbacks.model_checkpoint.deepcopy",
+        lambda value: copies.append(value) or deepcopy(value),
+    )
+    summary = run("model=quadratic", "trainer.max_epochs=3")
+    saved = torch.load(
+        f"{summary['output_dir']}/checkpoints/last.ckpt", weights_only=True, map_location="cpu"
+    )
+    assert saved["epoch"] == 2 and saved["global_step"] == 9  # the last epoch end
+    assert copies == []

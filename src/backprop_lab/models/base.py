@@ -114,16 +114,21 @@ class _SplitMetrics(nn.Module):
             sums, rows = sums[:-1], int(sums[-1])
         if not rows:
             return {}
-        loss, abs_error, columns = sums[0], sums[1], sums[2:].view(3, -1)
-        squared_error, y_sum, y_squares = columns
+        # A few float64 numbers: plain Python arithmetic (~10 us), not a dozen tensor ops (~0.15 ms
+        # at every epoch end, a tenth of a seed epoch).
+        values = sums.tolist()
+        loss, abs_error, columns = values[0], values[1], values[2:]
+        n = len(columns) // 3
+        squared_error, y_sum, y_squares = columns[:n], columns[n : 2 * n], columns[2 * n :]
         out = {
             f"{prefix}/loss_epoch": loss / rows,
-            f"{prefix}/mse": squared_error.sum() / squared_error.numel() / rows,
-            f"{prefix}/mae": abs_error / squared_error.numel() / rows,
+            f"{prefix}/mse": sum(squared_error) / n / rows,
+            f"{prefix}/mae": abs_error / n / rows,
         }
         if rows >= 2:
-            out[f"{prefix}/r2"] = _r2(squared_error, y_squares - y_sum * y_sum / rows)
-        return {name: value.to(torch.float32) for name, value in out.items()}
+            total = [sq - s * s / rows for s, sq in zip(y_sum, y_squares, strict=True)]
+            out[f"{prefix}/r2"] = _r2(squared_error, total)
+        return {name: torch.tensor(value, dtype=torch.float32) for name, value in out.items()}
 
     def reset(self) -> None:
         self.sums = self.sums[:0]
@@ -131,12 +136,14 @@ class _SplitMetrics(nn.Module):
         self._held, self._held_rows = [], 0
 
 
-def _r2(residual: Tensor, total: Tensor) -> Tensor:
+def _r2(residual: Sequence[float], total: Sequence[float]) -> float:
     """R^2 = 1 - RSS/TSS per output column, averaged, as torchmetrics' R2Score gives it: 1 where
     RSS is ~0, else 0 where TSS is ~0 (constant targets missed)."""
-    zero_rss = torch.isclose(residual, torch.zeros_like(residual), atol=1e-4)
-    zero_tss = torch.isclose(total, torch.zeros_like(total), atol=1e-4)
-    return torch.where(zero_rss, 1.0, torch.where(zero_tss, 0.0, 1 - residual / total)).mean()
+    per_column = [
+        1.0 if abs(rss) <= 1e-4 else 0.0 if abs(tss) <= 1e-4 else 1 - rss / tss
+        for rss, tss in zip(residual, total, strict=True)
+    ]
+    return sum(per_column) / len(per_column)
 
 
 class SeedModel(pl.LightningModule):
