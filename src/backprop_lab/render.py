@@ -23,7 +23,8 @@ images then go into a new event file that sorts after the run's.
     wait()      hand over every job and wait until each is drawn; warn of any that was not
     pending()   whether a file is still to be written by a job
 
-The helper ignores SIGINT: Ctrl-C stops training, and the figures of what was trained still get
+The helper runs at the lowest CPU priority (nice 19), so it takes only cores that training leaves
+idle, and it ignores SIGINT: Ctrl-C stops training, and the figures of what was trained still get
 drawn. If it cannot start or dies, the jobs left are drawn in this process instead.
 """
 
@@ -136,6 +137,8 @@ def _add_images(logdir: str, pngs: Mapping[str, bytes], step: int) -> None:
 def serve() -> None:
     """The helper's loop: a job file's path per line of stdin; ``ok``/``failed`` lines back."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(os, "nice"):
+        os.nice(19)  # background work: training, on every core, comes first
     _warm_up()
     for line in sys.stdin:
         path = Path(line.rstrip("\n"))
