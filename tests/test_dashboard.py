@@ -288,6 +288,9 @@ def test_progress_bar_follows_trainer_enable_progress_bar():
     assert isinstance(dashboard.progress_bar(enabled=True), dashboard.ProgressBar)
     off = dashboard.progress_bar(enabled=False)
     assert not isinstance(off, dashboard.ProgressBar)  # Lightning refuses a bar with the flag off
+    assert off.on_train_batch_end is None and off.on_train_batch_start is None  # nothing per step
+    bar = dashboard.progress_bar(enabled=True)
+    assert callable(bar.on_train_batch_end) and bar.on_before_backward is None
 
 
 def test_progress_bar_writes_plain_lines_when_not_on_a_terminal(run, capfd):

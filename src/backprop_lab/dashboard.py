@@ -474,13 +474,14 @@ class LossCurvePNG(Callback):
 
 
 # --- Console --------------------------------------------------------------------------------------
-class ProgressBar(_ProgressBar):
+class ProgressBar(Callback, _ProgressBar):
     """One progress bar for the whole run: epoch, steps, last loss, time left.
 
     On a terminal (stderr) the bar appears once training has lasted ``delay`` seconds, is redrawn
     at most every ``refresh`` seconds and is erased at the end, so a run of a moment prints only
     its results. When stderr is not a terminal (a log file, a cluster job), a plain line is
-    written every ``log_every`` seconds instead. Per step it costs one clock read.
+    written every ``log_every`` seconds instead. Per step it costs one clock read, and Lightning
+    calls only its ``on_train_batch_end`` (backprop_lab.callbacks.Callback).
     """
 
     def __init__(self, delay: float = 2.0, refresh: float = 0.2, log_every: float = 30.0) -> None:
@@ -575,8 +576,12 @@ class ProgressBar(_ProgressBar):
 
 def progress_bar(enabled: bool = True, **kwargs: Any) -> pl.Callback:
     """The :class:`ProgressBar` where ``trainer.enable_progress_bar`` is on; otherwise a callback
-    that does nothing (Lightning refuses a progress bar callback with the flag off)."""
-    return ProgressBar(**kwargs) if enabled else pl.Callback()
+    that does nothing, not even per step (Lightning refuses a progress bar with the flag off)."""
+    return ProgressBar(**kwargs) if enabled else NoProgressBar()
+
+
+class NoProgressBar(Callback):
+    """Stands in for the progress bar when it is off: no hooks at any batch."""
 
 
 def _duration(seconds: float) -> str:
