@@ -76,8 +76,9 @@ def test_multirun_every_combination_with_a_sorted_summary(tmp_path):
         "2_model=quadratic,optimizer.lr=0.001,trainer.max_epochs=3",
         "3_model=quadratic,optimizer.lr=0.01,trainer.max_epochs=3",
     ]
-    for job in jobs:  # one TensorBoard run per job
-        assert len(list((sweep / job).glob("events.out.tfevents.*"))) == 1
+    for job in jobs:  # one TensorBoard run per job: its events, then its figures' (render.py)
+        events, figures = sorted(p.name for p in (sweep / job).glob("events.out.tfevents.*"))
+        assert figures == events + ".figures"
     rows = read_summary(sweep)
     assert {r["status"] for r in rows} == {"finished"}
     objectives = [float(r["objective"]) for r in rows]
