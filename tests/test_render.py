@@ -74,7 +74,9 @@ def test_tensorboard_images_wait_until_the_runs_writer_closes(tmp_path: Path):
 def test_ctrl_c_does_not_stop_the_helper(tmp_path: Path):
     render.start()
     helper = render._helper
-    time.sleep(1.0)  # past its start-up, in its loop
+    first = tmp_path / "first.png"
+    render.submit(render.Job([_curve("first")], files={"first": str(first)}))
+    assert render.wait() == []  # it answered: past its start-up, in its loop
     os.kill(helper.process.pid, signal.SIGINT)
     target = tmp_path / "curve.png"
     render.submit(render.Job([_curve()], files={"plots/loss_curve": str(target)}))
@@ -145,3 +147,20 @@ def test_the_helper_imports_no_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "True"]
+
+
+def test_a_figure_in_two_jobs_is_drawn_once(tmp_path: Path, monkeypatch):
+    from backprop_lab import plots
+
+    drawn = []
+    loss_curve = plots.loss_curve
+    monkeypatch.setattr(plots, "loss_curve", lambda *a: drawn.append(a) or loss_curve(*a))
+    figure = render.Figure("plots/loss_curve", "loss_curve", ([0, 1], {"train": [2.0, 0.25]}))
+    monkeypatch.chdir(tmp_path)
+    for name in ("a", "b"):  # as a run's TensorBoard job and its loss_curve.png job
+        job_file = tmp_path / f"{name}.pkl"
+        job_file.write_bytes(pickle.dumps(render.Job([figure], files={figure.tag: f"{name}"})))
+        render.draw(job_file)
+    assert len(drawn) == 1
+    assert (tmp_path / "a").read_bytes() == (tmp_path / "b").read_bytes()
+    check_png((tmp_path / "b").read_bytes())

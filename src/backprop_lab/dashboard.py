@@ -40,16 +40,14 @@ from backprop_lab.predict import as_rows, format_prediction
 log = logging.getLogger(__name__)
 
 
+def _tensorboard_loggers(trainer: pl.Trainer) -> list[TensorBoardLogger]:
+    if not trainer.is_global_zero:
+        return []
+    return [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+
+
 def _tensorboards(trainer: pl.Trainer) -> list:
-    if not trainer.is_global_zero:
-        return []
-    return [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
-
-
-def _tensorboard_dirs(trainer: pl.Trainer) -> list[str]:
-    if not trainer.is_global_zero:
-        return []
-    return [lg.log_dir for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+    return [lg.experiment for lg in _tensorboard_loggers(trainer)]
 
 
 def training_rows(trainer: pl.Trainer, model: SeedModel, limit: int) -> tuple[Tensor, ...] | None:
@@ -223,7 +221,7 @@ class TrainingPlots(Callback):
         self.path.append(pl_module.scalar_values())
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: SeedModel) -> None:
-        logdirs = _tensorboard_dirs(trainer)
+        logdirs = [lg.log_dir for lg in _tensorboard_loggers(trainer)]
         if not logdirs:
             return
         figures = list(self.figures(trainer, pl_module))
