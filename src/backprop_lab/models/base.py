@@ -20,7 +20,6 @@ from functools import partial
 
 import lightning.pytorch as pl
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.strategies import Strategy
 from torch import Tensor, nn
 from torch.optim import Optimizer
@@ -57,13 +56,14 @@ class _SplitMetrics(nn.Module):
         self.hold_rows = hold_rows
         self._held: list[tuple[Tensor, Tensor, Tensor]] = []
         self._held_rows = 0
+        self._scales: dict[tuple, Tensor] = {}
 
     def update(
         self, loss: Tensor, y_hat: Tensor, y: Tensor, known: Mapping[str, Tensor] = {}
     ) -> None:
         self.rows += len(y)
         if len(y) >= self.hold_rows:
-            self._add(loss.detach() * len(y), y_hat.detach(), y, known)
+            self._add(loss.detach(), len(y), y_hat.detach(), y, known)
             return
         self._held.append((loss.detach(), y_hat.detach(), y))
         self._held_rows += len(y)
@@ -76,34 +76,44 @@ class _SplitMetrics(nn.Module):
         losses, y_hats, ys = zip(*self._held, strict=True)
         loss = torch.stack(losses)
         loss_sum = (loss * loss.new_tensor([len(y) for y in ys])).sum()
-        self._add(loss_sum, torch.cat(y_hats), torch.cat(ys))
+        self._add(loss_sum, 1, torch.cat(y_hats), torch.cat(ys))
         self._held, self._held_rows = [], 0
 
     def _add(
-        self, loss_sum: Tensor, y_hat: Tensor, y: Tensor, known: Mapping[str, Tensor] = {}
+        self,
+        loss: Tensor,
+        loss_rows: int,
+        y_hat: Tensor,
+        y: Tensor,
+        known: Mapping[str, Tensor] = {},
     ) -> None:
-        n = y.numel()
-        if "mae" in known:
-            abs_error = known["mae"].detach() * n
-        else:
-            abs_error = F.l1_loss(y_hat, y, reduction="sum")
-        if "mse" in known and y.shape[1] == 1:
-            squared_error = (known["mse"].detach() * n).view(1)
-        else:  # per output column, for R^2
-            squared_error = F.mse_loss(y_hat, y, reduction="none").sum(0)
-        sums = torch.cat(
-            (
-                loss_sum.view(1),
-                abs_error.view(1),
-                squared_error,
-                y.sum(0),
-                torch.linalg.vector_norm(y, 2, dim=0).square(),
-            )
-        )
-        if len(self.sums):
-            self.sums += sums
-        else:
-            self.sums = sums.to(torch.float64)
+        """Add a batch's sums: ``loss * loss_rows``, then the errors and the targets' moments.
+
+        Means the step already has (the loss, a known MSE or MAE) are added as they are and
+        scaled to sums in the one ``addcmul_`` that accumulates, by a vector cached per batch
+        shape. Each pass over the batch is one kernel: a single difference, its absolute values
+        summed in place (``F.l1_loss`` takes three passes, ~0.1 ms on 2^18 rows), and column sums
+        and dot products (a column reduction of an (n, 2) tensor is ~10x slower).
+        """
+        n, columns = y.shape[0], y.shape[1]
+        squares_known = "mse" in known and columns == 1
+        diff = None if squares_known and "mae" in known else y_hat - y
+        # per output column, for R^2
+        squared_error = known["mse"].detach().view(1) if squares_known else _column_dots(diff)
+        abs_error = known["mae"].detach().view(1) if "mae" in known else diff.abs_().sum().view(1)
+        sums = torch.cat((loss.view(1), abs_error, squared_error, y.sum(0), _column_dots(y)))
+        mae_rows = n * columns if "mae" in known else 1
+        key = (loss_rows, mae_rows, n if squares_known else 1, len(sums), sums.device)
+        scale = self._scales.get(key)
+        if scale is None:
+            if len(self._scales) > 16:  # batch shapes come and go (the held path): keep a few
+                self._scales.clear()
+            scale = torch.ones(len(sums), dtype=torch.float64, device=sums.device)
+            scale[:3] = scale.new_tensor([loss_rows, mae_rows, n if squares_known else 1])
+            self._scales[key] = scale
+        if len(self.sums) != len(sums):
+            self.sums = torch.zeros(len(sums), dtype=torch.float64, device=sums.device)
+        self.sums.addcmul_(sums, scale)
 
     def compute(self, prefix: str, strategy: Strategy | None = None) -> dict[str, Tensor]:
         """The epoch's values: loss_epoch, mse, mae and (two rows or more) r2."""
@@ -134,6 +144,15 @@ class _SplitMetrics(nn.Module):
         self.sums = self.sums[:0]
         self.rows = 0
         self._held, self._held_rows = [], 0
+
+
+def _column_dots(t: Tensor) -> Tensor:
+    """The sum of squares of each column of a 2-D tensor: one BLAS dot for a single column
+    (~20 us on 2^18 rows; ``vecdot`` multiplies, then sums: ~5x that)."""
+    if t.shape[1] == 1:
+        flat = t.reshape(-1)
+        return torch.dot(flat, flat).view(1)
+    return torch.linalg.vecdot(t, t, dim=0)
 
 
 def _r2(residual: Sequence[float], total: Sequence[float]) -> float:
