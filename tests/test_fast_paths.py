@@ -218,13 +218,13 @@ def test_a_checkpoint_snapshot_copies_tensors_and_keeps_container_types():
     assert copied["pair"][0].tolist() == [1.0, 1.0]
 
 
-def test_epoch_end_checkpoints_skip_the_per_step_hook_and_the_metric_copy(run, monkeypatch):
+def test_epoch_end_checkpoints_skip_the_per_step_hooks_and_the_metric_copy(run, monkeypatch):
     import copy
 
-    from backprop_lab.callbacks import EpochEndCheckpoint
+    from backprop_lab.callbacks import PER_BATCH_HOOKS, EpochEndCheckpoint
 
     plain = EpochEndCheckpoint(dirpath="x", filename="last")
-    assert plain.on_train_batch_end is None
+    assert all(getattr(plain, hook) is None for hook in PER_BATCH_HOOKS)  # none is called a step
     assert callable(EpochEndCheckpoint(every_n_train_steps=5).on_train_batch_end)
     copies = []
     deepcopy = copy.deepcopy
