@@ -52,6 +52,7 @@ BAD_CONFIG = [
     (["trainer.max_epochs=0"], ["trainer.max_epochs must be a whole number >= 1"]),
     (["callbacks.gradient_check.rtol=0"], ["callbacks.gradient_check.rtol must be a number > 0"]),
     (["seed=abc"], ["seed must be a whole number or null"]),
+    (["keep_freed_memory_mb=-1"], ["keep_freed_memory_mb must be a whole number >= 0, got -1"]),
     (["model.w=[1,2]"], ["model:", "3 coefficients", "[1, 2]"]),
     (["model=sigmoid_net", "model.hidden_weight=[[1,2],[3]]"], ["model:", "rectangular"]),
     (

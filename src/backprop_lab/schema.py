@@ -28,6 +28,11 @@ def _whole(v: Any) -> bool:
 #: key -> (test, what it must be, an example). A key missing from the config is not checked.
 RULES: dict[str, tuple[Callable[[Any], bool], str, str]] = {
     "seed": (lambda v: v is None or _whole(v), "a whole number or null", "seed=0"),
+    "keep_freed_memory_mb": (
+        lambda v: _whole(v) and v >= 0,
+        "a whole number >= 0",
+        "keep_freed_memory_mb=256",
+    ),
     "optimizer.lr": (lambda v: _number(v) and v > 0, "a number > 0", "optimizer.lr=0.01"),
     "optimizer.momentum": (
         lambda v: _number(v) and 0 <= v < 1,

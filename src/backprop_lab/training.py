@@ -28,7 +28,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from backprop_lab import checkpoints, render, schema
+from backprop_lab import allocator, checkpoints, render, schema
 from backprop_lab.callbacks import HParamsSummary, StopOnSignal, best_epoch
 from backprop_lab.data import DataError, TensorDataModule
 from backprop_lab.errors import BackpropLabError, ConfigError, Interrupted
@@ -150,6 +150,7 @@ def train(
         if cfg.seed is not None:
             pl.seed_everything(cfg.seed, workers=True, verbose=False)
         datamodule, model = build(cfg)
+        allocator.keep_freed_memory(cfg.get("keep_freed_memory_mb", 0))
         resume = _resume_from(cfg, model, output_dir)
         summary["resumed_from"] = str(resume) if resume else None
         callbacks = [make("callbacks", c) for c in (cfg.get("callbacks") or {}).values() if c]
