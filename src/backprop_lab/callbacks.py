@@ -147,7 +147,7 @@ class GradientCheck(Callback):
     """
 
     def __init__(
-        self, every_n_steps: int = 10, rtol: float = 1e-4, atol: float = 1e-7, max_rows: int = 1024
+        self, every_n_steps: int = 50, rtol: float = 1e-4, atol: float = 1e-7, max_rows: int = 1024
     ) -> None:
         if every_n_steps < 1 or max_rows < 1:
             raise ValueError(
