@@ -98,7 +98,7 @@ class _SplitMetrics(nn.Module):
         n, columns = y.shape[0], y.shape[1]
         squares_known = "mse" in known and columns == 1
         diff = None if squares_known and "mae" in known else y_hat - y
-        # per output column, for R^2
+        # The step's MSE for one column; else per output column, as R^2 needs them.
         squared_error = known["mse"].detach().view(1) if squares_known else _column_dots(diff)
         abs_error = known["mae"].detach().view(1) if "mae" in known else diff.abs_().sum().view(1)
         sums = torch.cat((loss.view(1), abs_error, squared_error, y.sum(0), _column_dots(y)))
