@@ -164,3 +164,22 @@ def test_a_figure_in_two_jobs_is_drawn_once(tmp_path: Path, monkeypatch):
     assert len(drawn) == 1
     assert (tmp_path / "a").read_bytes() == (tmp_path / "b").read_bytes()
     check_png((tmp_path / "b").read_bytes())
+
+
+def test_a_process_for_another_rank_starts_no_helper_and_still_draws(tmp_path: Path):
+    # Under data-parallel training only global rank 0 submits figures; the other ranks' processes
+    # (LOCAL_RANK or NODE_RANK set by the launcher) start no helper of their own.
+    target = tmp_path / "curve.png"
+    code = f"""
+from backprop_lab import render
+render.start()
+assert render._helper is None
+curve = render.Figure("plots/loss_curve", "loss_curve", ([0, 1], {{"train": [1.0, 0.5]}}))
+job = render.Job([curve], files={{"plots/loss_curve": {str(target)!r}}})
+render.submit(job)
+assert render.wait() == []
+"""
+    env = {**os.environ, "LOCAL_RANK": "1"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    check_png(target.read_bytes())

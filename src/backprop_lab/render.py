@@ -230,15 +230,23 @@ _exit_hook = False
 
 
 def start() -> None:
-    """Start the helper process, if it is not running."""
+    """Start the helper process, if it is not running.
+
+    Not in a process that a launcher started for a data-parallel rank other than 0 (it sets
+    ``LOCAL_RANK`` or ``NODE_RANK``): only global rank 0 writes figures. A job submitted there
+    anyway is drawn in the process.
+    """
     global _helper, _exit_hook
     if _helper is not None and _helper.alive():
         return
-    try:
-        _helper = _Helper()
-    except OSError as error:
-        log.warning("figures are drawn in this process: the helper did not start (%s)", error)
+    if any(os.environ.get(name, "0") != "0" for name in ("LOCAL_RANK", "NODE_RANK")):
         _helper = None
+    else:
+        try:
+            _helper = _Helper()
+        except OSError as error:
+            log.warning("figures are drawn in this process: the helper did not start (%s)", error)
+            _helper = None
     if not _exit_hook:
         atexit.register(_at_exit)
         _exit_hook = True
