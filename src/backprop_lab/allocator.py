@@ -9,8 +9,8 @@ and zero: on a batch of 2^18 rows, ~30% of a step (benchmarks/README.md measures
 
 :func:`keep_freed_memory` sets the two thresholds so that blocks up to 32 MiB (glibc's most) come
 from the heap and up to ``megabytes`` of freed memory stays with the process: the next step
-reuses it. Memory
-in use is unchanged; what the process holds between steps can be up to ``megabytes`` more.
+reuses it. Memory in use is unchanged; what the process holds between steps can be up to
+``megabytes`` more.
 PyTorch's CPU tuning guide makes the same point for swapping in jemalloc or tcmalloc; a process
 that runs with one of those (``LD_PRELOAD``) is left as it is, as is any other C library.
 """

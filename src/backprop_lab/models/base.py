@@ -91,9 +91,9 @@ class _SplitMetrics(nn.Module):
 
         Means the step already has (the loss, a known MSE or MAE) are added as they are and
         scaled to sums in the one ``addcmul_`` that accumulates, by a vector cached per batch
-        shape. Each pass over the batch is one kernel: a single difference, its absolute values
-        summed in place (``F.l1_loss`` takes three passes, ~0.1 ms on 2^18 rows), and column sums
-        and dot products (a column reduction of an (n, 2) tensor is ~10x slower).
+        shape. Over the batch: one difference, its absolute values summed in place
+        (``F.l1_loss`` takes three passes: ~0.1 ms on 2^18 rows, ~1.5 ms on 2^18 x 2), the
+        column sums of y, and the columns' sums of squares (a BLAS dot for a single column).
         """
         n, columns = y.shape[0], y.shape[1]
         squares_known = "mse" in known and columns == 1
