@@ -85,8 +85,16 @@ class EpochEndCheckpoint(ModelCheckpoint):
         return candidates
 
 
-def _tensorboards(trainer: pl.Trainer) -> list:
-    return [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+def tensorboard_loggers(trainer: pl.Trainer) -> list[TensorBoardLogger]:
+    """The run's TensorBoard loggers, on the global-rank-0 process (the one that writes)."""
+    if not trainer.is_global_zero:
+        return []
+    return [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+
+
+def tensorboards(trainer: pl.Trainer) -> list:
+    """The SummaryWriters of :func:`tensorboard_loggers`."""
+    return [lg.experiment for lg in tensorboard_loggers(trainer)]
 
 
 class GradNormLogger(Callback):
@@ -128,7 +136,7 @@ class ParameterHistograms(Callback):
         step = trainer.global_step
         if step % self.every_n_steps:
             return
-        for writer in _tensorboards(trainer):
+        for writer in tensorboards(trainer):
             for name, param in pl_module.named_parameters():
                 writer.add_histogram(f"weights/{name}", param.detach(), step, bins=self.bins)
                 if param.grad is not None:

@@ -29,25 +29,14 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import ProgressBar as _ProgressBar
-from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
 from backprop_lab import render
-from backprop_lab.callbacks import Callback, best_epoch
+from backprop_lab.callbacks import Callback, best_epoch, tensorboard_loggers, tensorboards
 from backprop_lab.models import SeedModel
 from backprop_lab.predict import as_rows, format_prediction
 
 log = logging.getLogger(__name__)
-
-
-def _tensorboard_loggers(trainer: pl.Trainer) -> list[TensorBoardLogger]:
-    if not trainer.is_global_zero:
-        return []
-    return [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
-
-
-def _tensorboards(trainer: pl.Trainer) -> list:
-    return [lg.experiment for lg in _tensorboard_loggers(trainer)]
 
 
 def training_rows(trainer: pl.Trainer, model: SeedModel, limit: int) -> tuple[Tensor, ...] | None:
@@ -74,7 +63,7 @@ class ComputationGraph(Callback):
         self.max_lines = max_lines
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: SeedModel) -> None:
-        writers = _tensorboards(trainer)
+        writers = tensorboards(trainer)
         batch_size = getattr(trainer.datamodule, "batch_size", 1)
         batch = training_rows(trainer, pl_module, batch_size) if writers else None
         if batch is None:
@@ -221,7 +210,7 @@ class TrainingPlots(Callback):
         self.path.append(pl_module.scalar_values())
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: SeedModel) -> None:
-        logdirs = [lg.log_dir for lg in _tensorboard_loggers(trainer)]
+        logdirs = [lg.log_dir for lg in tensorboard_loggers(trainer)]
         if not logdirs:
             return
         figures = list(self.figures(trainer, pl_module))
@@ -394,7 +383,7 @@ class RunCard(Callback):
         self._before = pl_module.predict_at(inputs) if inputs and trainer.is_global_zero else None
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: SeedModel) -> None:
-        writers = _tensorboards(trainer)
+        writers = tensorboards(trainer)
         if writers:
             text = self.card(trainer, pl_module)
             for writer in writers:

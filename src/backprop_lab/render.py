@@ -266,11 +266,11 @@ def submit(job: Job) -> Path:
     return path
 
 
-def release(logdir: str | Path) -> None:
-    """Hand over the held jobs that write to ``logdir`` (its writer has closed)."""
-    logdir = Path(logdir)
+def release(logdir: str | Path | None = None) -> None:
+    """Hand over the held jobs that write to ``logdir`` (its writer has closed), or all."""
+    logdir = Path(logdir) if logdir is not None else None
     for path, job in list(_held):
-        if logdir in map(Path, job.logdirs):
+        if logdir is None or logdir in map(Path, job.logdirs):
             _held.remove((path, job))
             _send(path, job)
 
@@ -284,9 +284,7 @@ def pending(path: str | Path) -> bool:
 def wait() -> list[Path]:
     """Hand over every job and wait until all are drawn. Returns the job files not drawn (each
     warned of, with the command that draws it)."""
-    for path, job in list(_held):
-        _held.remove((path, job))
-        _send(path, job)
+    release()
     with _replied:
         while any(
             path not in _replies and helper is not None and not helper.finished
