@@ -59,3 +59,11 @@ def test_zero_leaves_the_c_library_as_it_is():
 def test_another_allocator_is_left_alone(monkeypatch):
     monkeypatch.setenv("LD_PRELOAD", "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
     assert allocator.keep_freed_memory(256) is False
+
+
+@pytest.mark.parametrize("megabytes", [64, 0])
+def test_a_run_applies_its_setting(run, monkeypatch, megabytes):
+    asked = []
+    monkeypatch.setattr(allocator, "keep_freed_memory", asked.append)
+    run("model=quadratic", "trainer.max_epochs=1", f"keep_freed_memory_mb={megabytes}")
+    assert asked == [megabytes]
