@@ -3,23 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
 from backprop_lab.models.base import Path, SeedModel, as_parameter
+from backprop_lab.schema import Numbers
 
 
 class LinearRegression(SeedModel):
     """y_hat = w * x, or w * x + b with ``bias=True``; w and b start at the configured values."""
 
     penalised = ("w",)
+    #: The config's values, checked by schema.py when the config is composed.
+    config_values: ClassVar[dict[str, Numbers | type]] = {
+        "w": Numbers((), "the slope"),
+        "bias": bool,
+        "b": Numbers((), "the intercept"),
+    }
 
     def __init__(self, w: float = 3.0, bias: bool = False, b: float = 0.0, **kwargs) -> None:
         super().__init__(**kwargs)
         self.save_hyperparameters("w", "bias", "b")
         self.w = as_parameter([w])
         self.b = as_parameter([b]) if bias else None
+        if self.w.shape != (1,) or (self.b is not None and self.b.shape != (1,)):
+            raise ValueError(f"w and b must be single numbers, got w={w!r}, b={b!r}")
 
     def forward(self, x: Tensor) -> Tensor:
         y_hat = x * self.w

@@ -3,26 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
 from backprop_lab.models.base import Path, SeedModel, as_parameter
+from backprop_lab.schema import Numbers
 
 
 class QuadraticRegression(SeedModel):
     """y_hat = w0 * x^2 + w1 * x + w2, with w = [w0, w1, w2] starting at the configured values."""
 
     penalised = ("w",)
+    #: The config's values, checked by schema.py when the config is composed.
+    config_values: ClassVar[dict[str, Numbers | type]] = {
+        "w": Numbers((3,), "the 3 coefficients [w0, w1, w2]")
+    }
 
     def __init__(self, w: Sequence[float] = (1.0, 1.0, 1.0), **kwargs) -> None:
         super().__init__(**kwargs)
-        if len(w) != 3:
-            raise ValueError(
-                f"the quadratic model takes 3 coefficients [w0, w1, w2], got {list(w)}"
-            )
         self.save_hyperparameters("w")
-        self.w = as_parameter(list(w))
+        self.w = as_parameter(w)
+        if self.w.shape != (3,):
+            raise ValueError(f"the quadratic model takes 3 coefficients [w0, w1, w2], got {w!r}")
 
     def forward(self, x: Tensor) -> Tensor:
         return self.w[0] * x**2 + self.w[1] * x + self.w[2]

@@ -15,11 +15,13 @@ that is, w1..w4 are hidden_weight read column by column, and w5..w8 likewise out
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
 from backprop_lab.models.base import Path, SeedModel, as_parameter
+from backprop_lab.schema import Numbers
 
 Matrix = Sequence[Sequence[float]]
 
@@ -29,6 +31,17 @@ class SigmoidNet(SeedModel):
 
     penalised = ("W1", "W2")
     output_range = (0.0, 1.0)
+    #: The config's values, checked by schema.py when the config is composed. The sizes by name
+    #: tie them together: as many rows in hidden_weight as columns in output_weight, and so on.
+    config_values: ClassVar[dict[str, Numbers | type]] = {
+        "hidden_weight": Numbers(("hidden", "input"), "a row per hidden unit, a column per input"),
+        "output_weight": Numbers(
+            ("output", "hidden"), "a row per output, a column per hidden unit"
+        ),
+        "hidden_bias": Numbers(("hidden",), "one per hidden unit", nullable=True),
+        "output_bias": Numbers(("output",), "one per output", nullable=True),
+        "train_bias": bool,
+    }
 
     def __init__(
         self,
@@ -43,8 +56,8 @@ class SigmoidNet(SeedModel):
         self.save_hyperparameters(
             "hidden_weight", "output_weight", "hidden_bias", "output_bias", "train_bias"
         )
-        self.W1 = as_parameter(_matrix(hidden_weight, "hidden_weight"))
-        self.W2 = as_parameter(_matrix(output_weight, "output_weight"))
+        self.W1 = _matrix(hidden_weight, "hidden_weight")
+        self.W2 = _matrix(output_weight, "output_weight")
         hidden, self.in_features = self.W1.shape
         self.out_features, w2_in = self.W2.shape
         if w2_in != hidden:
@@ -147,18 +160,22 @@ class SigmoidNet(SeedModel):
         return names
 
 
-def _matrix(values: Matrix, name: str) -> list[list[float]]:
-    rows = [list(row) for row in values]
-    if not rows or any(len(row) != len(rows[0]) or not row for row in rows):
+def _matrix(values: Matrix, name: str):
+    try:
+        matrix = as_parameter(values)
+    except ValueError:
+        matrix = None
+    if matrix is None or matrix.ndim != 2 or 0 in matrix.shape:
         raise ValueError(
-            f"{name} must be a non-empty rectangular matrix (a list of rows), got {values}"
+            f"{name} must be a non-empty rectangular matrix (a list of rows), got {values!r}"
         )
-    return rows
+    return matrix
 
 
 def _bias(values: Sequence[float] | None, size: int, name: str, trainable: bool):
     if values is None:
         return None
-    if len(values) != size:
-        raise ValueError(f"{name} needs {size} value(s), one per unit, got {list(values)}")
-    return as_parameter(list(values), trainable=trainable)
+    bias = as_parameter(values, trainable=trainable)
+    if bias.shape != (size,):
+        raise ValueError(f"{name} needs {size} value(s), one per unit, got {values!r}")
+    return bias
