@@ -1,17 +1,15 @@
-"""Sweeps: multirun with a summary, failures isolated, parallel launchers, Optuna, DDP."""
+"""Sweeps: multirun with a summary, failures isolated, parallel launchers, DDP (the Optuna search:
+test_search.py)."""
 
 from __future__ import annotations
 
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import optuna
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
@@ -146,136 +144,6 @@ def test_slurm_launcher_config_composes(make_cfg):
     assert cfg.hydra.launcher.partition == "gpu" and cfg.hydra.launcher.gpus_per_node == 1
 
 
-SEARCH = ("model=quadratic", "search.study_name=s", "search.space.optimizer.momentum.high=0.5")
-
-
-def load(tmp_path: Path, name: str = "s") -> optuna.Study:
-    db = tmp_path / "logs" / "searches" / name / "study.db"
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
-
-
-def states(study: optuna.Study) -> list[str]:
-    return [t.state.name for t in study.trials]
-
-
-def wait_for_a_running_trial(worker: subprocess.Popen, tmp_path: Path) -> bool:
-    """Poll the study until the worker's first trial runs (True), or the worker ends (False)."""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and worker.poll() is None:
-        time.sleep(1)
-        try:
-            if "RUNNING" in states(load(tmp_path)):
-                return True
-        except Exception:  # the study or its tables do not exist yet
-            continue
-    return False
-
-
-def test_search_runs_trials_and_resumes(tmp_path):
-    first = cli("search.py", *SEARCH, "search.n_trials=2", "trainer.max_epochs=3", cwd=tmp_path)
-    assert first.returncode == 0, first.stderr
-    assert "best trial" in first.stdout
-    assert states(load(tmp_path)) == ["COMPLETE", "COMPLETE"]
-    again = cli("search.py", *SEARCH, "search.n_trials=4", "trainer.max_epochs=3", cwd=tmp_path)
-    assert again.returncode == 0, again.stderr
-    study = load(tmp_path)
-    assert states(study) == ["COMPLETE"] * 4
-    # The resumed trials drew new values, not the first process's again.
-    assert study.trials[2].params != study.trials[0].params
-    for trial in study.trials:
-        summary = json.loads((Path(trial.user_attrs["output_dir"]) / "summary.json").read_text())
-        assert summary["best"]["value"] == trial.value  # the best epoch's value is the objective
-    with (tmp_path / "logs" / "searches" / "s" / "trials.csv").open() as f:
-        assert len(list(csv.DictReader(f))) == 4
-
-
-def test_pruning_stops_unpromising_trials(tmp_path):
-    result = cli(
-        "search.py",
-        *SEARCH,
-        "search.n_trials=6",
-        "trainer.max_epochs=6",
-        "search.space.optimizer.lr.high=2.0",
-        "search.pruner.n_startup_trials=1",
-        "search.pruner.n_warmup_steps=1",
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr
-    study = load(tmp_path)
-    pruned = [t for t in study.trials if t.state.name == "PRUNED"]
-    assert pruned, states(study)
-    summary = json.loads((Path(pruned[0].user_attrs["output_dir"]) / "summary.json").read_text())
-    assert summary["status"] == "pruned" and summary["epochs"] < 6
-
-
-def test_a_killed_worker_s_trial_is_retried_on_resume(tmp_path):
-    args = (
-        *SEARCH,
-        "search.n_trials=2",
-        "search.heartbeat_interval=1",
-        "search.grace_period=2",
-        "data=synthetic",
-        "data.n=20000",
-        "data.batch_size=4",
-        "trainer.max_epochs=50",
-    )
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "search.py"),
-            f"paths.log_dir={tmp_path / 'logs'}",
-            QUIET,
-            *args,
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        started = wait_for_a_running_trial(worker, tmp_path)
-    finally:
-        worker.send_signal(signal.SIGKILL)
-        worker.wait(30)
-    assert started, "the search never started a trial"
-    assert states(load(tmp_path)) == ["RUNNING"]  # left behind by the dead worker
-    time.sleep(3)  # past the grace period
-    resumed = cli("search.py", *args[:-1], "trainer.max_epochs=2", cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
-    study = load(tmp_path)
-    assert states(study)[0] == "FAIL"
-    assert states(study).count("COMPLETE") == 2
-    assert study.trials[1].params == study.trials[0].params  # the retry of the killed trial
-
-
-def test_two_workers_share_one_study(tmp_path):
-    args = [
-        sys.executable,
-        str(ROOT / "search.py"),
-        f"paths.log_dir={tmp_path / 'logs'}",
-        QUIET,
-        *SEARCH,
-        "search.n_trials=4",
-        "trainer.max_epochs=3",
-    ]
-    workers = [
-        subprocess.Popen(
-            [*args, f"seed={i}"],
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in (1, 2)
-    ]
-    for worker in workers:
-        _, err = worker.communicate(timeout=300)
-        assert worker.returncode == 0, err
-    study = load(tmp_path)
-    assert states(study).count("COMPLETE") >= 4
-    dirs = [t.user_attrs["output_dir"] for t in study.trials]
-    assert len(set(dirs)) == len(dirs)
-
-
 def test_ddp_over_two_processes_matches_one_process(tmp_path):
     common = (
         "model=quadratic",
@@ -307,34 +175,3 @@ def test_ddp_inside_a_multirun_is_refused(tmp_path):
     (row,) = read_summary(sweep_dir(tmp_path))
     assert row["status"] == "failed" and "Lightning issue 11300" in row["error"]
     assert "cannot run inside a multirun" in result.stderr
-
-
-def test_ctrl_c_stops_the_whole_search(tmp_path):
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "search.py"),
-            f"paths.log_dir={tmp_path / 'logs'}",
-            QUIET,
-            *SEARCH,
-            "search.n_trials=3",
-            "data=synthetic",
-            "data.n=20000",
-            "data.batch_size=4",
-            "trainer.max_epochs=50",
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        started = wait_for_a_running_trial(worker, tmp_path)
-        worker.send_signal(signal.SIGINT)
-        _, err = worker.communicate(timeout=120)
-    finally:
-        worker.kill()
-    assert started
-    assert worker.returncode == 130, err
-    assert "stopped by SIGINT" in err and "the search resumes" in err and "Traceback" not in err
-    assert states(load(tmp_path)) == ["FAIL"]  # one trial, stopped; no further trial started
