@@ -279,15 +279,30 @@ class StopOnSignal(Callback):
             raise KeyboardInterrupt  # a second Ctrl-C: stop now
         self.received = signum
 
-    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.received is None:
+            return
+        if batch_idx + 1 >= trainer.num_training_batches:
+            # The epoch's last batch: let the epoch end (its metrics, validation, the epoch-end
+            # checkpoint) and stop there. Lightning resumes a checkpoint taken between the last
+            # batch and the epoch's end without running that epoch's end.
+            trainer.should_stop = True
+            return
+        self.save(trainer)
+        raise self.interrupted(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.received is not None:
-            self.save(trainer)
-            name = signal.Signals(self.received).name
-            raise Interrupted(
-                f"stopped by {name} at step {trainer.global_step}; "
-                f"resume with ckpt_path={self.checkpoint}",
-                self.received,
-            )
+            self.save(trainer)  # the epoch-end state, also without a checkpoint callback
+
+    def interrupted(self, trainer: pl.Trainer) -> Interrupted:
+        """The error that ends a run stopped by a signal (raised here, or after ``fit``)."""
+        name = signal.Signals(self.received).name
+        return Interrupted(
+            f"stopped by {name} at step {trainer.global_step}; "
+            f"resume with ckpt_path={self.checkpoint}",
+            self.received,
+        )
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception) -> None:
         if isinstance(exception, KeyboardInterrupt) and self.received is None:
@@ -297,7 +312,7 @@ class StopOnSignal(Callback):
 
     def save(self, trainer: pl.Trainer) -> None:
         if not self.saved and trainer.global_step > 0:  # before any step there is nothing to keep
-            trainer.save_checkpoint(self.checkpoint)
+            trainer.save_checkpoint(self.checkpoint, weights_only=False)  # resumable: all state
             self.saved = True
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:

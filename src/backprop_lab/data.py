@@ -7,16 +7,17 @@ no worker processes, which a data set already in memory does not need.
 
 from __future__ import annotations
 
-import csv
+import hashlib
 import math
+import secrets
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 from torch import Tensor
 
+from backprop_lab import csvfile
 from backprop_lab.errors import BackpropLabError
 
 
@@ -37,7 +38,8 @@ class TensorBatches:
     """Batches of (x, y) sliced from in-memory tensors, in order or shuffled by a seeded generator.
 
     The shuffle order of epoch e depends only on (seed, e), so a run is reproducible and a resumed
-    run sees the same order as an uninterrupted one. Under data-parallel training each of
+    run sees the same order as an uninterrupted one: ``state_dict`` is the epoch and the batch to
+    serve next. Under data-parallel training each of
     ``world_size`` processes takes every ``world_size``-th row of each global batch, so N processes
     step on exactly the global batches one process would.
     """
@@ -110,7 +112,8 @@ class TensorDataModule(pl.LightningDataModule):
         batch_size: int = 1,
         shuffle: bool = False,
         val_fraction: float = 0.0,
-        seed: int = 0,
+        seed: int | None = 0,
+        dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -120,9 +123,14 @@ class TensorDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.val_fraction = val_fraction
-        self.seed = seed
+        # seed=null: a fresh seed for this run's data (split, noise, shuffle), kept in its
+        # checkpoints so a resumed run continues with the same data and order.
+        self.seed = seed if seed is not None else secrets.randbits(32)
+        self.dtype = dtype  # the training precision's: a value it cannot hold is an error
         self.train_xy: tuple[Tensor, Tensor] | None = None
         self.val_xy: tuple[Tensor, Tensor] | None = None
+        self._train_batches: TensorBatches | None = None
+        self._resume_position: dict[str, int] | None = None
 
     def load(self) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
@@ -161,11 +169,47 @@ class TensorDataModule(pl.LightningDataModule):
             x, y = take_rows(x, order[n_val:]), take_rows(y, order[n_val:])
         self.train_xy, self.val_xy = (x, y), val
 
+    def fingerprint(self) -> dict[str, int | bool | str | None]:
+        """What a resumed run must share with the run it resumes: the rows and how they are
+        batched. ``digest`` hashes up to 4096 evenly spaced rows of each split (constant cost,
+        where a hash of 10^7 rows would take ~60 ms): it tells another file or another ordering
+        apart, not every edited cell of a large file."""
+        self.setup("fit")
+        digest = hashlib.blake2b(digest_size=12)
+        for split in (self.train_xy, self.val_xy):
+            for t in split or ():
+                sample = t[:: max(1, len(t) // 4096)].detach().cpu().contiguous()
+                digest.update(memoryview(sample.numpy()).cast("B"))
+        return {
+            "train_rows": len(self.train_xy[0]),
+            "val_rows": len(self.val_xy[0]) if self.val_xy is not None else 0,
+            "batch_size": self.batch_size,
+            "shuffle": self.shuffle,
+            "seed": self.seed,
+            "digest": digest.hexdigest(),
+        }
+
     def train_dataloader(self) -> TensorBatches:
         self.train_xy = self._on_device(self.train_xy)
-        return TensorBatches(
+        self._train_batches = TensorBatches(
             *self.train_xy, self.batch_size, self.shuffle, self.seed, **self._shard()
         )
+        if self._resume_position is not None:
+            self._train_batches.load_state_dict(self._resume_position)
+            self._resume_position = None
+        return self._train_batches
+
+    # Lightning restores a loader's own state_dict only when a run resumes from the middle of an
+    # epoch; a datamodule's always. So the position, and with it the epoch whose shuffle order
+    # comes next, is also kept here: a run resumed from an epoch-end checkpoint then serves the
+    # next epoch's order, not epoch 0's.
+    def state_dict(self) -> dict[str, dict[str, int]]:
+        if self._train_batches is None:
+            return {}
+        return {"train_batches": self._train_batches.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, dict[str, int]]) -> None:
+        self._resume_position = state_dict.get("train_batches")
 
     def val_dataloader(self) -> TensorBatches | list:
         if self.val_xy is None:
@@ -204,12 +248,12 @@ class CSVDataModule(TensorDataModule):
         self.y_columns = list(y_columns)
 
     def load(self) -> tuple[Tensor, Tensor]:
-        return read_csv(self.train_csv, self.x_columns, self.y_columns)
+        return read_csv(self.train_csv, self.x_columns, self.y_columns, self.dtype)
 
     def load_val(self) -> tuple[Tensor, Tensor] | None:
         if self.val_csv is None:
             return None
-        return read_csv(self.val_csv, self.x_columns, self.y_columns)
+        return read_csv(self.val_csv, self.x_columns, self.y_columns, self.dtype)
 
 
 class SyntheticDataModule(TensorDataModule):
@@ -243,65 +287,23 @@ class SyntheticDataModule(TensorDataModule):
             y.mul_(x).add_(c)
         if self.noise_std:
             y.add_(torch.randn(self.n, 1, generator=generator), alpha=self.noise_std)
-        return x, y
+        return x.to(self.dtype), y.to(self.dtype)  # the same draws in every precision
 
 
-def read_csv(path: str | Path, x_columns: Sequence[str], y_columns: Sequence[str]):
-    """Read the named columns of a headed CSV as float32 (x, y); a bad file raises DataError."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"data file {path} does not exist; check data.train_csv / data.val_csv")
-    with path.open(newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        first_row = next((row for row in reader if row), None)
-    if not header:
-        raise DataError(
-            f"data file {path} is empty; it needs a header row and at least one data row"
-        )
-    if first_row is None:
-        raise DataError(f"data file {path} has a header but no data rows")
-    header = [h.strip() for h in header]
-    wanted = [*x_columns, *y_columns]
-    missing = [c for c in wanted if c not in header]
-    if missing:
-        raise DataError(
-            f"data file {path} has no column(s) {missing}; its columns are {header}. "
-            "Set data.x_columns and data.y_columns to columns it has."
-        )
-    index = [header.index(c) for c in wanted]
-    try:  # every column: numpy also rejects rows with more or fewer fields than the header
-        table = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64, ndmin=2)[:, index]
-    except ValueError:
-        _check_rows(path, header, index)  # raises, unless only an unused column is not numeric
-        table = np.loadtxt(path, delimiter=",", skiprows=1, usecols=index, ndmin=2)
-    if not np.isfinite(table).all():
-        row, col = np.argwhere(~np.isfinite(table))[0]
-        raise DataError(
-            f"data file {path}, row {row + 2}, column '{wanted[col]}': value {table[row, col]} "
-            "is not finite; remove or fix that row"
-        )
-    data = torch.from_numpy(table.astype(np.float32))
+def read_csv(
+    path: str | Path,
+    x_columns: Sequence[str],
+    y_columns: Sequence[str],
+    dtype: torch.dtype = torch.float32,
+) -> tuple[Tensor, Tensor]:
+    """The named columns of a headed CSV as (x, y) tensors of ``dtype``. csvfile.py reads it, as
+    it reads predict.py's inputs; a bad file raises DataError naming the file, row, column and fix.
+    """
+    source = csvfile.Source(
+        what="data file",
+        setting="data.train_csv / data.val_csv",
+        columns_fix="Set data.x_columns and data.y_columns to columns it has.",
+        error=DataError,
+    )
+    data = csvfile.read_columns(path, [*x_columns, *y_columns], source, dtype)
     return data[:, : len(x_columns)].contiguous(), data[:, len(x_columns) :].contiguous()
-
-
-def _check_rows(path: Path, header: list[str], index: list[int]) -> None:
-    """Raise for the first row of the wrong width or non-numeric cell in a used column (line
-    numbers count the header); return if there is none."""
-    with path.open(newline="") as f:
-        for line, row in enumerate(csv.reader(f), start=1):
-            if line == 1 or not row:
-                continue
-            if len(row) != len(header):
-                raise DataError(
-                    f"data file {path}, row {line}: {len(row)} field(s), but the header has "
-                    f"{len(header)}"
-                )
-            for i in index:
-                try:
-                    float(row[i])
-                except ValueError:
-                    raise DataError(
-                        f"data file {path}, row {line}, column '{header[i]}': "
-                        f"'{row[i]}' is not a number"
-                    ) from None

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from dataclasses import asdict, dataclass, field
-from itertools import count
 from pathlib import Path
 
 import torch
@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from backprop_lab.data import TensorDataModule
-from backprop_lab.errors import BackpropLabError
+from backprop_lab.errors import ConfigError
 from backprop_lab.models.base import Batch, SeedModel
 
 FORMATS = ("text", "markdown", "json")
@@ -98,24 +98,50 @@ def derive(model: SeedModel, batch: Batch, step: int = 0) -> Derivation:
 
 
 def batch_at(datamodule: TensorDataModule, step: int) -> Batch:
-    """The batch that training step ``step`` (0-based) sees: the data order repeats by epoch."""
+    """The batch that training step ``step`` (0-based) sees: batch ``step % n`` of epoch
+    ``step // n``, for n batches an epoch."""
     loader = datamodule.train_dataloader()
-    seen = count()
-    while True:
-        for batch in loader:
-            if next(seen) == step:
-                return batch
+    epoch, batch = divmod(step, len(loader))
+    loader.load_state_dict({"epoch": epoch, "batch": batch})
+    return next(iter(loader))
+
+
+def check_options(cfg: DictConfig) -> None:
+    """step, format and output, checked before anything trains: each mistake one line naming it."""
+    step = cfg.step
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ConfigError(
+            f"step must be a whole number >= 0 (the updates before the one explained), got "
+            f"{step!r}; e.g. step=99"
+        )
+    if cfg.format not in FORMATS:
+        raise ConfigError(
+            f"format must be one of {', '.join(FORMATS)}, got {cfg.format!r}; e.g. format=markdown"
+        )
+    output = cfg.get("output")
+    if output is None:
+        return
+    path = Path(str(output)).expanduser()
+    folder = next(p for p in (path.parent, *path.parent.parents) if p.exists())
+    if path.is_dir():
+        problem = "it is a directory"
+    elif not folder.is_dir():
+        problem = f"{folder} is a file, not a directory"
+    elif folder != path.parent:
+        problem = f"the directory {path.parent} does not exist"
+    elif not os.access(folder, os.W_OK):
+        problem = f"the directory {folder} is not writable"
+    else:
+        return
+    raise ConfigError(f"output={output} cannot be written: {problem}; e.g. output=derivation.md")
 
 
 def explain(cfg: DictConfig) -> Derivation:
     """Train ``cfg.step`` steps (none by default), then derive the gradients of the next batch."""
     from backprop_lab.training import build
 
-    step = int(cfg.step)
-    if step < 0:
-        raise BackpropLabError(f"step must be >= 0 (the number of updates before), got {step}")
-    if cfg.format not in FORMATS:
-        raise BackpropLabError(f"format must be one of {FORMATS}, got '{cfg.format}'")
+    check_options(cfg)
+    step = cfg.step
     datamodule, model = build(cfg)
     if step:
         # Lightning's start-up notes would land in the middle of the derivation.

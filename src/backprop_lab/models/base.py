@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -145,6 +146,18 @@ class _SplitMetrics(nn.Module):
         self.rows = 0
         self._held, self._held_rows = [], 0
 
+    def state(self) -> dict[str, Any]:
+        """The sums so far and the batches held, for a checkpoint: a run resumed from the middle
+        of an epoch ends that epoch with the metrics of all its steps, bit for bit."""
+        return {"sums": self.sums, "rows": self.rows, "held": [list(h) for h in self._held]}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        device = self.sums.device
+        self.sums = state["sums"].to(device)
+        self.rows = int(state["rows"])
+        self._held = [tuple(t.to(device) for t in h) for h in state["held"]]
+        self._held_rows = sum(len(h[2]) for h in self._held)
+
 
 def _column_dots(t: Tensor) -> Tensor:
     """The sum of squares of each column of a 2-D tensor: one BLAS dot for a single column
@@ -201,6 +214,9 @@ class SeedModel(pl.LightningModule):
         #: The resolved model, loss, optimizer and data config of the run, saved in checkpoints
         #: so a checkpoint can be rebuilt (predict.py) and recognised (resuming).
         self.run_config: dict | None = None
+        #: The run's predictions before training ({"predict_at", "predictions"}), kept in its
+        #: checkpoints: a resumed run reports those of the whole run.
+        self.predictions_before: dict | None = None
 
     # --- what a subclass provides -------------------------------------------------------------
     def backward_by_hand(self, x: Tensor, grad_output: Tensor) -> dict[str, Tensor]:
@@ -273,6 +289,15 @@ class SeedModel(pl.LightningModule):
         return loss
 
     def _diverged(self, loss: Tensor) -> None:
+        if self.global_step == 0:  # before any update: the learning rate played no part yet
+            dtype = str(loss.dtype).removeprefix("torch.")
+            wider = ", or train in float64 with trainer.precision=64"
+            wider = "" if loss.dtype == torch.float64 else wider
+            raise Diverged(
+                f"the loss is {loss.item()} at step 0, before any update: the model's initial "
+                f"values and the data give a loss beyond {dtype} (a value or its square "
+                f"overflows). Use smaller initial values or rescale the data{wider}"
+            )
         lr = self.trainer.optimizers[0].param_groups[0]["lr"]
         raise Diverged(
             f"training diverged at step {self.global_step} (epoch {self.current_epoch}): the loss "
@@ -300,9 +325,36 @@ class SeedModel(pl.LightningModule):
         self._log_epoch(self.val_metrics.compute("val", self.trainer.strategy))
         self.val_metrics.reset()
 
+    def on_train_end(self) -> None:
+        # Under data-parallel training each process saw its share of the last batch: the final
+        # loss is their mean (equal shares), the same on every process.
+        if self.last_loss is not None and self.trainer.world_size > 1:
+            self.last_loss = self.trainer.strategy.reduce(self.last_loss, reduce_op="mean")
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Besides Lightning's state: the run's config, and what a resumed run needs to report as
+        the whole run did (history, the epoch's sums so far, the last loss, the predictions
+        before training, the data it trains on). Plain values and tensors only."""
         if self.run_config is not None:
             checkpoint["run_config"] = self.run_config
+        datamodule = self.trainer.datamodule
+        checkpoint["run_state"] = {
+            "history": [dict(row) for row in self.history],
+            "train_metrics": self.train_metrics.state(),
+            "last_loss": None if self.last_loss is None else float(self.last_loss),
+            "predictions_before": self.predictions_before,
+            "data": datamodule.fingerprint() if hasattr(datamodule, "fingerprint") else None,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("run_state")
+        if not state:
+            return
+        self.history = [dict(row) for row in state["history"]]
+        self.train_metrics.load_state(state["train_metrics"])
+        if state["last_loss"] is not None:
+            self.last_loss = torch.tensor(state["last_loss"], dtype=torch.float64)
+        self.predictions_before = state["predictions_before"]
 
     def configure_optimizers(self) -> Optimizer:
         return self.optimizer_factory(list(self.trainable().values()))
@@ -364,11 +416,19 @@ def _floats(scalars: Mapping[str, Tensor]) -> dict[str, float]:
 
 
 def as_parameter(values: float | Sequence, *, trainable: bool = True) -> nn.Parameter:
-    """A float32 parameter from a config value (a number or nested list)."""
+    """A float32 parameter from a config value (a number or nested list).
+
+    A value beyond float32's range (±3.4e38) keeps the parameter in float64, so that
+    trainer.precision=64, which converts the model to float64, trains from it rather than from
+    inf. schema.py rejects such a value for any other precision, naming its key.
+    """
     try:
-        tensor = torch.as_tensor(values, dtype=torch.float32)
-    except (TypeError, ValueError):
+        exact = torch.as_tensor(values, dtype=torch.float64)
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float64
         raise ValueError(
             f"parameter values must be numbers or lists of numbers, got {values!r}"
         ) from None
+    tensor = exact.to(torch.float32)
+    if exact.isfinite().all() and not tensor.isfinite().all():
+        tensor = exact
     return nn.Parameter(tensor, requires_grad=trainable)
