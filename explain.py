@@ -1,10 +1,13 @@
 """Explain one step: `uv run explain.py model=sigmoid_net [step=K] [format=markdown|json]`."""
 
+from backprop_lab import cli  # first: from here on a Ctrl-C ends in one line, exit 130
+
+# isort: split
 import hydra
 from omegaconf import DictConfig
 
 import backprop_lab.config  # noqa: F401  (registers the resolvers the configs use)
-from backprop_lab import cli, schema
+from backprop_lab import schema
 
 
 def task(cfg: DictConfig) -> None:

@@ -4,11 +4,13 @@
 and writes CSV. See conf/predict.yaml for every option.
 """
 
+from backprop_lab import cli  # first: from here on a Ctrl-C ends in one line, exit 130
+
+# isort: split
 import hydra
 from omegaconf import DictConfig
 
 import backprop_lab.config  # noqa: F401  (registers the resolvers the configs use)
-from backprop_lab import cli
 
 
 def task(cfg: DictConfig) -> None:

@@ -3,11 +3,14 @@
 Run the same command again to resume; run it in several shells at once for several workers.
 """
 
+from backprop_lab import cli  # first: from here on a Ctrl-C ends in one line, exit 130
+
+# isort: split
 import hydra
 from omegaconf import DictConfig
 
 import backprop_lab.config  # noqa: F401  (registers the resolvers the configs use)
-from backprop_lab import cli, schema
+from backprop_lab import schema
 
 
 def task(cfg: DictConfig) -> None:

@@ -3,13 +3,16 @@
 `-m` sweeps: `uv run train.py -m model=linear,quadratic optimizer.lr=0.001,0.01,0.1`.
 """
 
+from backprop_lab import cli  # first: from here on a Ctrl-C ends in one line, exit 130
+
+# isort: split
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import backprop_lab.config  # noqa: F401  (registers the resolvers the configs use)
-from backprop_lab import cli, schema
+from backprop_lab import schema
 
 
 def task(cfg: DictConfig) -> None:

@@ -63,6 +63,15 @@ BAD_CONFIG = [
     (["model.w=[a,b,c]"], ["model:", "must be numbers"]),
     (["model=sigmoid_net", "data=y_equals_2x"], ["1 input and 1 target", "x_columns"]),
     (["trainer.precision=foo"], ["trainer:", "foo"]),
+    (["seed=-1"], ["seed must be a whole number or null", "4294967295", "seed=0"]),
+    (["model=linear", "model.w=[1,2]"], ["model.w must be a number", "model.w=3.0"]),
+    (["model=linear", "model.w=1e39"], ["model.w holds 1e+39", "trainer.precision=64"]),
+    (["predict_at=[[1,2]]"], ["predict_at", "1 input feature", "predict_at=[4.0]"]),
+    (
+        ["optimizer=adam", "+optimizer.momentum=0.9"],
+        ["optimizer.momentum is not an argument of torch.optim.Adam", "lr, betas"],
+    ),
+    (["loss.terms.mse=-1"], ["loss.terms.mse must be a number >= 0, got -1"]),
 ]
 
 BAD_DATA = [
@@ -74,6 +83,9 @@ BAD_DATA = [
     ("x,y\n1,2\n2,4,6\n", ["row 3", "3 field(s)", "header has 2"]),
     ("x,y\n1,2\nnan,4\n", ["row 3", "column 'x'", "not finite"]),
     ("x,y\n1,inf\n", ["row 2", "column 'y'", "not finite"]),
+    ("x,y\n1,2\n#3,4\n", ["'#3' is not a number", "row 3", "column 'x'"]),  # no comment rows
+    ("x,y,x\n1,2,3\n", ["duplicate column name(s) ['x']"]),
+    ("x,y\n1,2\n3,1e39\n", ["does not fit float32", "row 3", "trainer.precision=64"]),
 ]
 
 

@@ -13,17 +13,39 @@ can find the file up to ``min_interval_s`` seconds behind.
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from torch import Tensor
 
+from backprop_lab.files import write_atomic
 
-class BackgroundCheckpointIO(TorchCheckpointIO):
-    """TorchCheckpointIO whose saves a background thread writes: the newest one per path, at most
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """TorchCheckpointIO that writes each checkpoint whole or not at all (files.write_atomic):
+    a crash or a full disk leaves the previous complete checkpoint, never a cut one. Lightning's
+    own save stages the file outside its directory when the default temp dir is on another
+    device, and a full disk then cut ``last.ckpt`` short."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
+    ) -> None:
+        if storage_options is not None:
+            super().save_checkpoint(checkpoint, path, storage_options)  # raises: not supported
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, buffer.getbuffer())
+
+
+class BackgroundCheckpointIO(AtomicCheckpointIO):
+    """AtomicCheckpointIO whose saves a background thread writes: the newest one per path, at most
     one write every ``min_interval_s`` seconds, everything pending at ``flush``/``teardown``."""
 
     def __init__(self, min_interval_s: float = 1.0) -> None:

@@ -8,7 +8,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from backprop_lab.errors import CheckpointError
+from backprop_lab.errors import CheckpointError, ConfigError
+from backprop_lab.models import check_model_config
 
 
 def resolve(
@@ -58,9 +59,19 @@ def load(path: Path) -> dict[str, Any]:
     return checkpoint
 
 
-def check_fits(checkpoint: dict[str, Any], path: Path, cfg: DictConfig, model) -> None:
-    """The checkpoint must hold the model this config builds, with the same parameter shapes."""
-    saved = (checkpoint.get("run_config") or {}).get("model", {}).get("_target_")
+def check_fits(checkpoint: dict[str, Any], path: Path, cfg: DictConfig, model, datamodule) -> None:
+    """The checkpoint must hold the model this config builds, with the same parameter shapes,
+    trained on the same data batched the same way: otherwise the resumed run would not continue
+    the one that was stopped."""
+    saved_config = (checkpoint.get("run_config") or {}).get("model")
+    if saved_config is not None:
+        try:
+            check_model_config(saved_config)  # nothing it names is imported or called
+        except ConfigError as error:
+            raise CheckpointError(
+                f"{path} holds a model this project does not build: {error}"
+            ) from None
+    saved = (saved_config or {}).get("_target_")
     wanted = cfg.model._target_
     if saved and saved != wanted:
         raise CheckpointError(
@@ -73,4 +84,16 @@ def check_fits(checkpoint: dict[str, Any], path: Path, cfg: DictConfig, model) -
         raise CheckpointError(
             f"{path} holds parameters {theirs}, but this run's model has {own}: "
             "resume with the model settings it was trained with"
+        )
+    saved_data = (checkpoint.get("run_state") or {}).get("data")
+    if saved_data and saved_data != datamodule.fingerprint():
+        ours = datamodule.fingerprint()
+        differ = ", ".join(
+            f"{k} {saved_data.get(k)} there, {v} here"
+            for k, v in ours.items()
+            if saved_data.get(k) != v and k != "digest"
+        )
+        raise CheckpointError(
+            f"{path} was trained on other data ({differ or 'other rows'}): resume with the data "
+            "and data settings it was trained with, or start a new run without ckpt_path"
         )

@@ -2,8 +2,9 @@
 
 A checkpoint that train.py wrote holds the run's resolved config (``run_config``: model, loss,
 optimizer, data, predict_at) beside Lightning's ``state_dict``, so the model is rebuilt from the
-checkpoint alone: ``hydra.utils.instantiate(run_config["model"])``, then ``load_state_dict``.
-Checkpoints are read with ``torch.load(weights_only=True)``: plain tensors and values, no code.
+checkpoint alone: ``models.build_model(run_config["model"])``, which builds only this project's
+own models, then ``load_state_dict``. Checkpoints are read with ``torch.load(weights_only=True)``:
+plain tensors and values; nothing read from one chooses code.
 
 Inputs come from ``x`` (a number per row for one-feature models, a list of features per row
 otherwise), from a CSV (``input_csv``, its columns ``columns``, by default the run's
@@ -13,7 +14,9 @@ otherwise), from a CSV (``input_csv``, its columns ``columns``, by default the r
 from __future__ import annotations
 
 import csv
+import io
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +25,9 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from backprop_lab import checkpoints
-from backprop_lab.errors import BackpropLabError, CheckpointError
+from backprop_lab import checkpoints, csvfile, files
+from backprop_lab.errors import BackpropLabError, CheckpointError, ConfigError
+from backprop_lab.models import build_model
 
 CHECKPOINT_IN_RUN_DIR = Path("checkpoints") / "last.ckpt"
 
@@ -75,21 +79,34 @@ def format_prediction(values: Any) -> str:
 
 
 def choose_device(device: str = "auto") -> torch.device:
-    """``auto``: the GPU when torch sees one (CUDA, else Apple's MPS), otherwise the CPU."""
+    """``auto``: the GPU when torch sees one (CUDA, else Apple's MPS), otherwise the CPU.
+
+    ``cpu``, ``cuda``, ``cuda:<n>`` and ``mps`` are checked against what torch sees here, so that a
+    device that is not there is one line, not a failure when the model moves to it.
+    """
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = mps is not None and mps.is_available()
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
-    try:
-        chosen = torch.device(device)
-    except RuntimeError:
-        raise BackpropLabError(
-            f"device={device} is not a device; use auto, cpu, cuda or cuda:<n>"
-        ) from None
+        return torch.device("mps" if has_mps else "cpu")
+    if re.fullmatch(r"cpu|cuda(:\d+)?|mps", device) is None:
+        raise ConfigError(f"device={device} is not a device; use auto, cpu, cuda, cuda:<n> or mps")
+    chosen = torch.device(device)
     if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise BackpropLabError(
+        raise ConfigError(
             f"device={device}, but torch sees no CUDA GPU here; use device=auto or device=cpu"
+        )
+    if chosen.type == "cuda" and (chosen.index or 0) >= torch.cuda.device_count():
+        last = torch.cuda.device_count() - 1
+        raise ConfigError(
+            f"device={device}, but torch sees {last + 1} CUDA GPU(s) here, cuda:0 to cuda:{last}; "
+            "use device=cuda:0 or device=auto"
+        )
+    if chosen.type == "mps" and not has_mps:
+        raise ConfigError(
+            f"device={device}, but torch sees no Apple MPS device here; use device=auto or "
+            "device=cpu"
         )
     return chosen
 
@@ -119,15 +136,11 @@ def load_model(ckpt_path: str | Path | None, device: str = "auto", runs_dir=None
             f"{path} holds no run_config, so the model cannot be rebuilt from it: it was not "
             "written by this project's train.py. Train with train.py and use its checkpoint"
         )
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
+    model_config = run_config["model"]
     try:
-        model = instantiate(run_config["model"], _convert_="all")
-    except InstantiationException as e:
-        raise CheckpointError(
-            f"the model of {path} cannot be rebuilt ({' '.join(str(e).split())[:200]})"
-        ) from None
+        model = build_model(model_config)  # only this project's models, never another target
+    except ConfigError as e:
+        raise CheckpointError(f"the model of {path} cannot be rebuilt: {e}") from None
     state = checkpoint["state_dict"]
     floats = [t.dtype for t in state.values() if torch.is_tensor(t) and t.is_floating_point()]
     if floats:
@@ -143,45 +156,16 @@ def load_model(ckpt_path: str | Path | None, device: str = "auto", runs_dir=None
 
 
 def read_inputs(path: str | Path, columns: Sequence[str]) -> tuple[list[list[float]], list[dict]]:
-    """The named columns of a headed CSV as rows of floats, and every row as read."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise BackpropLabError(f"input file {path} does not exist; check input_csv")
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        header = [h.strip() for h in reader.fieldnames or []]
-        reader.fieldnames = header
-        missing = [c for c in columns if c not in header]
-        if not header or missing:
-            raise BackpropLabError(
-                f"input file {path} has no column(s) {missing or list(columns)}; its columns are "
-                f"{header}. Name the model's input columns with columns=[...]"
-            )
-        rows, records = [], []
-        for line, record in enumerate(reader, start=2):
-            if not any((v or "").strip() for v in record.values()):
-                continue
-            try:
-                row = [float(record[c]) for c in columns]
-            except (TypeError, ValueError):
-                bad = next(c for c in columns if not _is_number(record.get(c)))
-                raise BackpropLabError(
-                    f"input file {path}, row {line}, column '{bad}': '{record.get(bad)}' is not "
-                    "a number"
-                ) from None
-            rows.append(row)
-            records.append(record)
-    if not rows:
-        raise BackpropLabError(f"input file {path} has a header but no data rows")
-    return rows, records
-
-
-def _is_number(value: Any) -> bool:
-    try:
-        float(value)
-    except (TypeError, ValueError):
-        return False
-    return True
+    """The named columns of a headed CSV as rows of floats, and every row as read (text, by column
+    name) for write_csv to copy. csvfile.py reads it, as it reads training data."""
+    source = csvfile.Source(
+        what="input file",
+        setting="input_csv",
+        columns_fix="Name the model's input columns with columns=[...]",
+    )
+    table = csvfile.read_table(path, columns, source)
+    records = [dict(zip(table.header, row, strict=True)) for row in table.rows]
+    return table.values.tolist(), records
 
 
 def predict(
@@ -259,7 +243,6 @@ def _names(prefix: str, n: int) -> list[str]:
 def write_csv(predictions: Predictions, path: str | Path) -> Path:
     """The inputs (every column of an input CSV) and a ``<target>_pred`` column per output."""
     path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
     if predictions.csv_rows is not None:
         rows = [dict(r) for r in predictions.csv_rows]
     else:
@@ -267,10 +250,18 @@ def write_csv(predictions: Predictions, path: str | Path) -> Path:
     for row, y in zip(rows, predictions.outputs, strict=True):
         row.update(zip(predictions.output_names, (repr(v) for v in y), strict=True))
     columns = list(dict.fromkeys(k for row in rows for k in row))
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        files.write_atomic(path, text.getvalue())  # whole, or the file as it was
+    except OSError as error:
+        reason = "no space left on the device" if files.is_disk_full(error) else error.strerror
+        raise BackpropLabError(
+            f"output_csv={path} cannot be written ({reason}); e.g. output_csv=predictions.csv"
+        ) from None
     return path
 
 
@@ -297,22 +288,47 @@ def render(predictions: Predictions, show: int = 20, written: Path | None = None
 
 
 def main(cfg) -> None:
-    """predict.py: predict, print, and write the CSV when asked."""
+    """predict.py: check the options, predict, print, and write the CSV when asked.
+
+    The options are checked before the checkpoint is read: each mistake is one line naming it.
+    """
+    device = str(cfg.get("device") or "auto")
+    choose_device(device)
+    show = cfg.get("show", 20)
+    if isinstance(show, bool) or not isinstance(show, int) or show < -1:
+        raise ConfigError(
+            f"show must be a whole number >= 0 (the rows printed) or -1 (all of them), "
+            f"got {show!r}; e.g. show=20"
+        )
+    x = cfg.get("x")
+    plain = OmegaConf.to_container(x) if OmegaConf.is_config(x) else x
+    rows = plain if isinstance(plain, list) else [plain]
+    cells = [cell for row in rows for cell in (row if isinstance(row, list) else [row])]
+    if x is not None and not all(
+        isinstance(c, (int, float)) and not isinstance(c, bool) for c in cells
+    ):
+        raise ConfigError(
+            f"x must be numbers: a number per row, e.g. x=[4.0,5.0], or a list of features per "
+            f"row, e.g. x=[[0.5,0.3]]; got {plain!r}"
+        )
     predictions = predict(
         cfg.ckpt_path,
-        x=cfg.get("x"),
+        x=x,
         input_csv=cfg.get("input_csv"),
         columns=as_list(cfg.get("columns")),
-        device=str(cfg.get("device") or "auto"),
+        device=device,
         runs_dir=cfg.get("runs_dir"),
     )
     written = write_csv(predictions, cfg.output_csv) if cfg.get("output_csv") else None
-    print(render(predictions, int(cfg.get("show", 20)), written))
+    print(render(predictions, show, written))
 
 
 def as_list(value: Any) -> list[str] | None:
+    """``columns``: a list of names, or one name alone (``columns=x2``)."""
     if value is None:
         return None
-    if isinstance(value, str):
-        return [value]
+    if OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value)
+    if not isinstance(value, (list, tuple)):
+        return [str(value)]
     return [str(v) for v in value]

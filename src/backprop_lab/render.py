@@ -46,6 +46,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backprop_lab.ranks import is_rank_zero
+
 log = logging.getLogger(__name__)
 
 #: The plots.py functions a job may name.
@@ -239,7 +241,7 @@ def start() -> None:
     global _helper, _exit_hook
     if _helper is not None and _helper.alive():
         return
-    if any(os.environ.get(name, "0") != "0" for name in ("LOCAL_RANK", "NODE_RANK")):
+    if not is_rank_zero():
         _helper = None
     else:
         try:

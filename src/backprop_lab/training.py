@@ -11,6 +11,7 @@ and error beside what it had.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import signal
@@ -28,11 +29,12 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from backprop_lab import allocator, checkpoints, render, schema
+from backprop_lab import allocator, checkpoints, files, render, schema
 from backprop_lab.callbacks import HParamsSummary, StopOnSignal, best_epoch
 from backprop_lab.data import DataError, TensorDataModule
 from backprop_lab.errors import BackpropLabError, ConfigError, Interrupted
-from backprop_lab.models import SeedModel
+from backprop_lab.models import SeedModel, build_model
+from backprop_lab.ranks import is_rank_zero
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +87,12 @@ def make(section: str, node: DictConfig, **kwargs: Any) -> Any:
 def build(cfg: DictConfig) -> tuple[TensorDataModule, SeedModel]:
     """Instantiate the data and the model from a config, and check that they fit each other."""
     schema.check(cfg)
-    datamodule: TensorDataModule = make("data", cfg.data)
-    model: SeedModel = make(
-        "model",
-        cfg.model,
+    # The data in the dtype the model trains in: a value that dtype cannot hold is named as the
+    # file is read, not found as an inf loss at step 0.
+    dtype = getattr(torch, schema.training_dtype(cfg.trainer.get("precision")))
+    datamodule: TensorDataModule = make("data", cfg.data, dtype=dtype)
+    model = build_model(
+        OmegaConf.to_container(cfg.model, resolve=True),
         objective=make("loss", cfg.loss),
         optimizer=make("optimizer", cfg.optimizer),
     )
@@ -140,60 +144,145 @@ def train(
     started = time.perf_counter()
     _single_console()
     output_dir = Path(cfg.paths.output_dir)
+    if is_rank_zero():  # the process that writes the run's files; the others join its dir
+        files.check_run_dir(output_dir, key="paths.output_dir")  # before anything is written
     output_dir.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {"status": "running", "error": None, "overrides": _task_overrides()}
     model: SeedModel | None = None
     trainer: pl.Trainer | None = None
     stop = StopOnSignal(output_dir / "checkpoints" / "last.ckpt")
-    try:
-        _refuse_ddp_in_multirun(cfg)
-        if cfg.seed is not None:
-            pl.seed_everything(cfg.seed, workers=True, verbose=False)
-        datamodule, model = build(cfg)
-        allocator.keep_freed_memory(cfg.get("keep_freed_memory_mb", 0))
-        resume = _resume_from(cfg, model, output_dir)
-        summary["resumed_from"] = str(resume) if resume else None
-        callbacks = [make("callbacks", c) for c in (cfg.get("callbacks") or {}).values() if c]
-        callbacks += [*extra_callbacks, HParamsSummary(_hparams(cfg), **cfg.objective), stop]
-        loggers = [make("logger", lg) for lg in (cfg.get("logger") or {}).values() if lg]
-        # Without validation data, tell the Trainer so rather than hand it an empty loader.
-        no_val = {"limit_val_batches": 0} if datamodule.val_xy is None else {}
-        trainer = make(
-            "trainer", cfg.trainer, callbacks=callbacks, logger=loggers or False, **no_val
-        )
-        summary["predict_at"] = inputs = _as_rows(cfg.get("predict_at"))
-        summary["predictions_before"] = model.predict_at(inputs) if inputs else None
-        trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
-        summary["predictions_after"] = model.predict_at(inputs) if inputs else None
-        summary["status"] = "finished"
-    except BaseException as error:
-        signum = stop.received or (signal.SIGINT if isinstance(error, KeyboardInterrupt) else None)
-        if signum is not None and not isinstance(error, BackpropLabError):
-            # The signal reached Lightning, or Python, before this run's handler: report it as
-            # the signal, not as Lightning's exit status.
-            resume = f"resume with ckpt_path={stop.checkpoint}" if stop.saved else "nothing saved"
-            error = Interrupted(f"stopped by {signal.Signals(signum).name}; {resume}", signum)
-        summary["status"] = getattr(error, "status", "failed")
-        summary["error"] = _one_line(error)
-        if trainer is not None:  # training began: say where what it had is
-            if isinstance(error, BackpropLabError):
-                error.detail = _kept(output_dir)
-            else:
-                print(_kept(output_dir), file=sys.stderr)
-        if isinstance(error, Interrupted):
+    with files.background_writers_report_full_disks(output_dir):
+        try:
+            _refuse_ddp_in_multirun(cfg)
+            if cfg.seed is not None:
+                pl.seed_everything(cfg.seed, workers=True, verbose=False)
+            resume, saved = _checkpoint_to_resume(cfg, output_dir)
+            datamodule, model = build(cfg)
+            if resume is not None:
+                checkpoints.check_fits(saved, resume, cfg, model, datamodule)
+            summary["resumed_from"] = str(resume) if resume else None
+            allocator.keep_freed_memory(cfg.get("keep_freed_memory_mb", 0))
+            callbacks = [make("callbacks", c) for c in (cfg.get("callbacks") or {}).values() if c]
+            callbacks += [*extra_callbacks, HParamsSummary(_hparams(cfg), **cfg.objective), stop]
+            loggers = [make("logger", lg) for lg in (cfg.get("logger") or {}).values() if lg]
+            # Without validation data, tell the Trainer so rather than hand it an empty loader.
+            no_val = {"limit_val_batches": 0} if datamodule.val_xy is None else {}
+            trainer = make(
+                "trainer", cfg.trainer, callbacks=callbacks, logger=loggers or False, **no_val
+            )
+            summary["predict_at"] = inputs = _as_rows(cfg.get("predict_at"))
+            model.predictions_before = _predictions_before(model, inputs, saved)
+            summary["predictions_before"] = model.predictions_before["predictions"]
+            trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+            if stop.received is not None:  # a signal at an epoch's last batch: stopped at its end
+                raise stop.interrupted(trainer)
+            summary["predictions_after"] = model.predict_at(inputs) if inputs else None
+            summary["status"] = "finished"
+        except BaseException as caught:
+            error = _as_user_error(caught, stop, output_dir)
+            summary["status"] = getattr(error, "status", "failed")
+            summary["error"] = _one_line(error)
+            if trainer is not None:  # training began: say where what it had is
+                if isinstance(error, BackpropLabError):
+                    error.detail = _kept(output_dir)
+                else:
+                    print(_kept(output_dir), file=sys.stderr)
+            if trainer is None or trainer.is_global_zero:
+                not_written = _write_run_files(cfg, summary, model, trainer, output_dir, started)
+                if not_written:
+                    if isinstance(error, BackpropLabError):
+                        error.detail = f"{error.detail or ''}; {not_written}".lstrip("; ")
+                    else:
+                        print(not_written, file=sys.stderr)
+            if error is caught:
+                raise
             raise error from None
-        raise
-    finally:
-        if trainer is None or trainer.is_global_zero:
-            summary.update(_results(cfg, model, trainer, output_dir, started))
-            (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-            if model is not None and model.history:
-                _write_history(model.history, output_dir / "metrics.csv")
-    if not _sweep_draws_later():
-        render.wait()  # the run's figures: the report names only files that exist
+    if trainer.is_global_zero:
+        _finish_run_files(cfg, summary, model, trainer, output_dir, started)
+    try:
+        if not _sweep_draws_later():
+            render.wait()  # the run's figures: the report names only files that exist
+    except KeyboardInterrupt:
+        summary["figures"] = (
+            "not all drawn: stopped by SIGINT; each .figures-*.pkl file in the run dir keeps the "
+            "numbers of its figures, and python -m backprop_lab.render <file> draws them"
+        )
+        _write_run_files(cfg, summary, model, trainer, output_dir, started)
+        raise Interrupted(
+            f"stopped by SIGINT while drawing the figures; the training itself finished, and "
+            f"{output_dir / 'summary.json'} says which figures are missing",
+            signal.SIGINT,
+        ) from None
     if trainer.is_global_zero and not quiet:
         print(report(summary))
     return summary
+
+
+def _as_user_error(error: BaseException, stop: StopOnSignal, output_dir: Path) -> BaseException:
+    """A signal or a full disk as the one-line error a user can act on; other errors as they are."""
+    if isinstance(error, BackpropLabError):
+        return error
+    signum = stop.received or (signal.SIGINT if isinstance(error, KeyboardInterrupt) else None)
+    if signum is not None:
+        # The signal reached Lightning, or Python, before this run's handler: report it as
+        # the signal, not as Lightning's exit status.
+        resume = f"resume with ckpt_path={stop.checkpoint}" if stop.saved else "nothing saved"
+        return Interrupted(f"stopped by {signal.Signals(signum).name}; {resume}", signum)
+    if files.is_disk_full(error):
+        return files.DiskFull(
+            f"no space left on the device of {output_dir}: free some space, then run again "
+            "(with ckpt_path=<this run dir> to continue from its last checkpoint)"
+        )
+    return error
+
+
+def _write_run_files(cfg, summary, model, trainer, output_dir: Path, started) -> str | None:
+    """metrics.csv, then summary.json, each written whole (files.write_atomic), so a crash or a
+    full disk never leaves a summary that says ``finished`` beside a metrics.csv cut short.
+
+    Returns None, or what could not be written and why (the caller decides whether that is the
+    run's error or a note beside it)."""
+    summary.update(_results(cfg, model, trainer, output_dir, started))
+    try:
+        if model is not None and model.history:
+            files.write_atomic(output_dir / "metrics.csv", _history_csv(model.history))
+        files.write_atomic(output_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    except OSError as error:
+        reason = "no space left on the device" if files.is_disk_full(error) else error.strerror
+        return f"summary.json and metrics.csv were not written ({reason})"
+    return None
+
+
+def _finish_run_files(cfg, summary, model, trainer, output_dir: Path, started) -> None:
+    """:func:`_write_run_files` for a run that has not failed: a file not written fails it."""
+    not_written = _write_run_files(cfg, summary, model, trainer, output_dir, started)
+    if not_written:
+        raise files.DiskFull(f"{output_dir}: {not_written}; free some space and run again")
+
+
+def _checkpoint_to_resume(cfg: DictConfig, output_dir: Path) -> tuple[Path | None, dict | None]:
+    """The checkpoint cfg.ckpt_path names and its contents; (None, None) for a new run.
+
+    A run with ``data.seed=null`` continues with the seed the checkpoint's data was drawn with."""
+    if not cfg.get("ckpt_path"):
+        return None, None
+    runs_dir = Path(cfg.paths.log_dir) / "runs" / str(cfg.run_name)
+    path = checkpoints.resolve(str(cfg.ckpt_path), runs_dir, exclude=output_dir)
+    checkpoint = checkpoints.load(path)
+    data = (checkpoint.get("run_state") or {}).get("data") or {}
+    if OmegaConf.select(cfg, "data.seed", default=0) is None and data.get("seed") is not None:
+        cfg.data.seed = data["seed"]
+    return path, checkpoint
+
+
+def _predictions_before(model: SeedModel, inputs, saved: dict | None) -> dict[str, Any]:
+    """The predictions at ``inputs`` of the untrained model, or of the run a checkpoint resumes."""
+    before = (saved or {}).get("run_state", {}).get("predictions_before")
+    if saved is not None and before and before.get("predict_at") == inputs:
+        return before
+    fresh = saved is None  # a resumed model's initial values are the checkpointed run's
+    predictions = model.predict_at(inputs) if inputs and fresh else None
+    return {"predict_at": inputs, "predictions": predictions}
 
 
 def _sweep_draws_later() -> bool:
@@ -204,16 +293,6 @@ def _sweep_draws_later() -> bool:
     hydra = HydraConfig.get()
     launcher = str(OmegaConf.select(hydra, "launcher._target_", default=""))
     return hydra.mode == RunMode.MULTIRUN and launcher.endswith(".BasicLauncher")
-
-
-def _resume_from(cfg: DictConfig, model: SeedModel, output_dir: Path) -> Path | None:
-    """The checkpoint cfg.ckpt_path names, checked to hold this run's model; None for a new run."""
-    if not cfg.get("ckpt_path"):
-        return None
-    runs_dir = Path(cfg.paths.log_dir) / "runs" / str(cfg.run_name)
-    path = checkpoints.resolve(str(cfg.ckpt_path), runs_dir, exclude=output_dir)
-    checkpoints.check_fits(checkpoints.load(path), path, cfg, model)
-    return path
 
 
 def _kept(output_dir: Path) -> str:
@@ -248,6 +327,8 @@ def report(summary: dict[str, Any]) -> str:
     if inputs and summary.get("predictions_after") is not None:
         for when in ("before", "after"):
             preds = summary[f"predictions_{when}"]
+            if preds is None:  # resumed with other predict_at inputs: none from before training
+                continue
             shown = ", ".join(
                 f"x={_fmt(x)} -> {_fmt(p)}" for x, p in zip(inputs, preds, strict=True)
             )
@@ -278,12 +359,13 @@ def report(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _write_history(history: list[dict[str, float]], path: Path) -> None:
+def _history_csv(history: list[dict[str, float]]) -> str:
     columns = list(dict.fromkeys(k for row in history for k in row))
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(history)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(history)
+    return text.getvalue()
 
 
 def _hparams(cfg: DictConfig) -> dict[str, Any]:
@@ -330,7 +412,8 @@ def _as_rows(inputs: Any) -> list[list[float]] | None:
     """``[4.0]`` -> ``[[4.0]]``; ``[[0.5, 0.3]]`` stays: one list of features per input row."""
     if inputs is None:
         return None
-    rows = OmegaConf.to_container(inputs) if isinstance(inputs, ListConfig) else list(inputs)
+    rows = OmegaConf.to_container(inputs) if isinstance(inputs, ListConfig) else inputs
+    rows = rows if isinstance(rows, (list, tuple)) else [rows]  # predict_at=4.0: one input
     return [list(r) if isinstance(r, (list, tuple)) else [r] for r in rows]
 
 

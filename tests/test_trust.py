@@ -1,0 +1,227 @@
+"""Trust: a checkpoint never chooses code; no run's files are lost or half-written."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from backprop_lab import files
+from backprop_lab.errors import BackpropLabError, CheckpointError
+from backprop_lab.predict import predict, write_csv
+from backprop_lab.training import train
+
+from conftest import ROOT
+
+
+@pytest.fixture
+def trained(make_cfg) -> Path:
+    """A finished one-epoch linear run's checkpoint."""
+    summary = train(make_cfg("model=linear", "trainer.max_epochs=1", out="trained"), quiet=True)
+    return Path(summary["output_dir"]) / "checkpoints" / "last.ckpt"
+
+
+class Payload:
+    """Runs a shell command when unpickled: what torch.load(weights_only=False) would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def crafted(tmp_path: Path, checkpoint: Path, kind: str) -> tuple[Path, list[Path]]:
+    """A checkpoint whose saved model config names other code, and the files that code would
+    write or change."""
+    state = torch.load(checkpoint, weights_only=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    copy = tmp_path / "copied.txt"
+    marker = tmp_path / "ran.txt"
+    targets = {
+        "builtins.open": {"_target_": "builtins.open", "file": str(victim), "mode": "w"},
+        "shutil.copyfile": {
+            "_target_": "shutil.copyfile",
+            "src": "/etc/hostname",
+            "dst": str(copy),
+        },
+        "os.system": {"_target_": "os.system", "command": f"touch {marker}"},
+        "a model with a foreign argument": {
+            "_target_": "backprop_lab.models.LinearRegression",
+            "optimizer": {"_target_": "os.system", "command": f"touch {marker}"},
+        },
+    }
+    path = tmp_path / f"{kind.replace(' ', '_')}.ckpt"
+    if kind == "a pickle payload":
+        state["run_config"]["model"] = Payload(marker)
+        torch.save(state, path)  # loads only with weights_only=False: refused as not ours
+    else:
+        state["run_config"]["model"] = targets[kind]
+        torch.save(state, path)
+        torch.load(path, weights_only=True)  # the file itself is plain data
+    return path, [victim, copy, marker]
+
+
+KINDS = [
+    "builtins.open",
+    "shutil.copyfile",
+    "os.system",
+    "a model with a foreign argument",
+    "a pickle payload",
+]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_predict_refuses_a_checkpoint_that_names_other_code(tmp_path, trained, kind):
+    path, touched = crafted(tmp_path, trained, kind)
+    with pytest.raises(CheckpointError) as refused:
+        predict(path, x=[4.0], device="cpu")
+    message = str(refused.value)
+    assert str(path) in message and "\n" not in message
+    assert (tmp_path / "victim.txt").read_text() == "keep me\n"
+    assert not any(p.exists() for p in touched[1:])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_resume_refuses_a_checkpoint_that_names_other_code(tmp_path, make_cfg, trained, kind):
+    path, touched = crafted(tmp_path, trained, kind)
+    with pytest.raises(BackpropLabError):
+        train(make_cfg("model=linear", f"ckpt_path={path}", out="resumed"), quiet=True)
+    assert (tmp_path / "victim.txt").read_text() == "keep me\n"
+    assert not any(p.exists() for p in touched[1:])
+
+
+def test_predict_cli_refuses_a_crafted_checkpoint_in_one_line(tmp_path, trained):
+    path, _ = crafted(tmp_path, trained, "builtins.open")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "predict.py"), f"ckpt_path={path}", "x=[4.0]"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1
+    assert "not one of this project's models" in result.stderr
+    assert (tmp_path / "victim.txt").read_text() == "keep me\n"
+
+
+# --- nothing lost or half-written -------------------------------------------------------------
+
+
+def test_a_run_refuses_a_dir_that_holds_another_runs_files(make_cfg, trained):
+    run_dir = trained.parents[1]
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    with pytest.raises(BackpropLabError) as refused:
+        train(make_cfg("model=linear", out="trained"), quiet=True)
+    assert "already holds another run's files" in str(refused.value)
+    assert "summary.json" in str(refused.value)
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+
+
+def test_the_cli_refuses_an_old_run_dir_before_hydra_writes_into_it(tmp_path, trained):
+    run_dir = trained.parents[1]
+    (run_dir / ".hydra").mkdir(exist_ok=True)
+    (run_dir / ".hydra" / "config.yaml").write_text("the old run's config\n")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "model=linear", f"hydra.run.dir={run_dir}"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "already holds another run's files" in result.stderr
+    assert (run_dir / ".hydra" / "config.yaml").read_text() == "the old run's config\n"
+
+
+@pytest.mark.parametrize("key", ["hydra.run.dir", "hydra.sweep.dir"])
+def test_a_run_dir_under_a_file_is_one_line(tmp_path, key):
+    (tmp_path / "a_file").write_text("")
+    multirun = ["-m"] if key == "hydra.sweep.dir" else []
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *multirun, f"{key}={tmp_path / 'a_file' / 'x'}"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.count("error:") == 1 and "is a file" in result.stderr
+
+
+def test_an_atomic_write_that_fails_leaves_the_previous_file(tmp_path, monkeypatch):
+    target = tmp_path / "summary.json"
+    files.write_atomic(target, '{"status": "finished"}\n')
+
+    def full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(OSError):
+        files.write_atomic(target, '{"status": "half')
+    assert json.loads(target.read_text()) == {"status": "finished"}
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]  # no temporary file left
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 160 KiB tmpfs: a seed run fills it (needs root and mount rights; skipped without)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(mount)]).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_full_disk_ends_in_one_line_and_leaves_whole_files(make_cfg, small_disk):
+    cfg = make_cfg("model=quadratic", f"paths.output_dir={small_disk / 'run'}")
+    with pytest.raises(files.DiskFull) as full:
+        train(cfg, quiet=True)
+    message = str(full.value)
+    assert "no space left" in message and str(small_disk / "run") in message
+    run_dir = small_disk / "run"
+    assert not list(run_dir.rglob("*.partial"))  # no temporary file left behind
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    if checkpoint.exists():  # the previous complete checkpoint, never a cut one
+        assert torch.load(checkpoint, weights_only=True)["global_step"] > 0
+    summary = run_dir / "summary.json"
+    if summary.exists():
+        assert json.loads(summary.read_text())["status"] == "failed"
+
+
+@pytest.mark.parametrize("delay", [0.15, 0.4, 0.8])
+def test_ctrl_c_at_any_moment_of_start_up_is_one_line(tmp_path, delay):
+    """Ctrl-C while Hydra, torch and Lightning are still being imported, or as the run starts."""
+    worker = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), f"paths.log_dir={tmp_path / 'logs'}"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(delay)
+    worker.send_signal(signal.SIGINT)
+    _, err = worker.communicate(timeout=120)
+    assert worker.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [
+        next(line for line in err.splitlines() if "stopped by SIGINT" in line)
+    ]
+
+
+def test_predictions_to_a_path_under_a_file_are_one_line(tmp_path, trained):
+    (tmp_path / "a_file").write_text("keep me\n")
+    predictions = predict(trained, x=[4.0], device="cpu")
+    with pytest.raises(BackpropLabError) as refused:
+        write_csv(predictions, tmp_path / "a_file" / "out.csv")
+    assert "output_csv=" in str(refused.value) and "cannot be written" in str(refused.value)
+    assert (tmp_path / "a_file").read_text() == "keep me\n"
+    written = write_csv(predictions, tmp_path / "out.csv")
+    assert written.read_text().splitlines()[0] == "x,y_pred"
