@@ -165,6 +165,29 @@ def test_ddp_over_two_processes_matches_one_process(tmp_path):
     assert two["steps"] == one["steps"] == 9
     for name, value in one["parameters"].items():
         assert two["parameters"][name] == pytest.approx(value, rel=1e-6, abs=1e-7)
+    # Whole-run values, not rank 0's shard: the last batch's loss and every epoch metric.
+    assert two["final_loss"] == pytest.approx(one["final_loss"], rel=1e-5)
+    for name, value in one["final_metrics"].items():
+        assert two["final_metrics"][name] == pytest.approx(value, rel=1e-5, abs=1e-7), name
+
+
+def test_a_ddp_error_is_printed_once(tmp_path):
+    # 63 rows do not split evenly over 2 processes: every rank meets the same error.
+    result = cli(
+        "train.py",
+        "model=quadratic",
+        "data=synthetic",
+        "data.n=63",
+        "data.val_fraction=0",
+        "data.batch_size=16",
+        "trainer=ddp",
+        "trainer.max_epochs=1",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "split evenly" in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_ddp_inside_a_multirun_is_refused(tmp_path):
