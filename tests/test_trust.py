@@ -225,3 +225,31 @@ def test_predictions_to_a_path_under_a_file_are_one_line(tmp_path, trained):
     assert (tmp_path / "a_file").read_text() == "keep me\n"
     written = write_csv(predictions, tmp_path / "out.csv")
     assert written.read_text().splitlines()[0] == "x,y_pred"
+
+
+def test_ctrl_c_while_the_figures_are_drawn_is_recorded(make_cfg, monkeypatch):
+    from backprop_lab import render
+    from backprop_lab.errors import Interrupted
+
+    def ctrl_c():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(render, "wait", ctrl_c)
+    cfg = make_cfg("model=linear", "trainer.max_epochs=2")
+    with pytest.raises(Interrupted) as stopped:
+        train(cfg, quiet=True)
+    assert stopped.value.exit_code == 130 and "drawing the figures" in str(stopped.value)
+    summary = json.loads((Path(cfg.paths.output_dir) / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["steps"] == 6
+    assert "stopped by SIGINT" in summary["figures"]
+
+
+def test_a_loss_beyond_the_precision_before_any_update_is_not_blamed_on_the_lr(make_cfg):
+    from backprop_lab.errors import Diverged
+
+    # 1e30 fits float32, but w0 * x^2 and its square at x = 3 do not.
+    with pytest.raises(Diverged) as diverged:
+        train(make_cfg("model=quadratic", "model.w=[1e30,1,1]"), quiet=True)
+    message = str(diverged.value)
+    assert "at step 0, before any update" in message and "trainer.precision=64" in message
+    assert "learning rate" not in message
