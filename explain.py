@@ -14,6 +14,7 @@ def task(cfg: DictConfig) -> None:
     schema.check(cfg)
     from backprop_lab.explain import explain, write
 
+    cli.imports_done()
     write(explain(cfg), cfg.format, cfg.output)
 
 

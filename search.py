@@ -17,6 +17,7 @@ def task(cfg: DictConfig) -> None:
     schema.check(cfg)
     from backprop_lab.search import search  # Optuna and Lightning load only here
 
+    cli.imports_done()
     search(cfg)
 
 

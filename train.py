@@ -20,6 +20,7 @@ def task(cfg: DictConfig) -> None:
         schema.check(cfg)  # before Lightning loads: a typo fails at once
     from backprop_lab.training import train
 
+    cli.imports_done()
     train(cfg)  # checks the schema too, and records a failure in the job's summary.json
 
 

@@ -143,7 +143,7 @@ def test_sigkill_after_an_epoch_end_resumes_exactly(tmp_path):
         "trainer.enable_progress_bar=false",
         "model=quadratic",
         "data=synthetic",
-        "data.n=4000",
+        "data.n=16000",
         "data.batch_size=8",
         "trainer.max_epochs=4",
     ]
@@ -168,7 +168,7 @@ def test_sigkill_after_an_epoch_end_resumes_exactly(tmp_path):
     worker.wait(timeout=60)
     assert not (killed / "summary.json").exists()  # killed before it finished
     resumed = finish(tmp_path / "resumed", f"ckpt_path={killed}")
-    assert resumed["steps"] == whole["steps"] == 1600  # 3200 training rows / 8, 4 epochs
+    assert resumed["steps"] == whole["steps"] == 6400  # 12800 training rows / 8, 4 epochs
     assert resumed["parameters"] == whole["parameters"]
     assert resumed["final_loss"] == whole["final_loss"]
     assert resumed["best"] == whole["best"]

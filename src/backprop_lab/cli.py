@@ -2,12 +2,14 @@
 
 Each entry point imports this module first: from then on a Ctrl-C, even one that comes while
 Hydra, torch or Lightning are still being imported, ends the process with one line and exit
-status 130.
+status 130. Once a task has imported what it runs (``imports_done``), Ctrl-C is a
+KeyboardInterrupt again, which a run turns into a checkpoint and the same line.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -21,15 +23,22 @@ if TYPE_CHECKING:
 INTERRUPTED = "error: stopped by SIGINT (Ctrl-C)"
 
 
-def _one_line_for_ctrl_c(kind: type[BaseException], value: BaseException, traceback) -> None:
-    if issubclass(kind, KeyboardInterrupt):
-        print(INTERRUPTED, file=sys.stderr)
-        sys.stderr.flush()
-        os._exit(130)  # nothing has started yet that would need cleaning up
-    sys.__excepthook__(kind, value, traceback)
+def _stop_at_once(signum: int, frame: Any) -> None:
+    print(INTERRUPTED, file=sys.stderr)
+    sys.stderr.flush()
+    os._exit(130)  # nothing has started yet that would need cleaning up
 
 
-sys.excepthook = _one_line_for_ctrl_c
+# Until a task starts, Ctrl-C stops the process here and now: a KeyboardInterrupt raised inside
+# an import can be caught by the library being imported, which then runs on half-imported.
+signal.signal(signal.SIGINT, _stop_at_once)
+
+
+def imports_done() -> None:
+    """Called by a task once it has imported what it runs: from here Ctrl-C raises
+    KeyboardInterrupt again, which the task turns into its own clean stop (a checkpoint, a
+    summary, the search's trials.csv) and the same one line."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def run(task: Callable[[DictConfig], Any], cfg: DictConfig, *, in_sweep: bool = False) -> None:

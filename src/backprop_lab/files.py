@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
@@ -117,9 +118,12 @@ class RunDirGuard(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.hydra.output_subdir is not None:
+            HydraConfig.instance().set_config(config)  # the dir's ${hydra:...} resolve with it
             _refuse(lambda: check_run_dir(config.hydra.run.dir, "hydra.run.dir"))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        HydraConfig.instance().set_config(config)
+
         def check() -> None:
             sweep_dir = Path(config.hydra.sweep.dir)
             check_run_dir(sweep_dir, "hydra.sweep.dir")
