@@ -253,3 +253,20 @@ def test_a_loss_beyond_the_precision_before_any_update_is_not_blamed_on_the_lr(m
     message = str(diverged.value)
     assert "at step 0, before any update" in message and "trainer.precision=64" in message
     assert "learning rate" not in message
+
+
+def test_an_interpolated_run_dir_is_checked_too(tmp_path):
+    """The default run dir is made of ${hydra:...} and ${run_name}: it resolves for the check."""
+    command = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "model=linear",
+        "trainer.max_epochs=1",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        "hydra.run.dir=${paths.log_dir}/runs/${run_name}/fixed",
+    ]
+    first = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert first.returncode == 0 and "RunDirGuard" not in first.stderr, first.stderr
+    second = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert second.returncode == 1 and "RunDirGuard" not in second.stderr
+    assert f"{tmp_path}/logs/runs/linear/fixed already holds another run's files" in second.stderr
