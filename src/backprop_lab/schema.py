@@ -33,76 +33,83 @@ from backprop_lab.errors import ConfigError
 SEED_MAX = 2**32 - 1  # Lightning's seed_everything takes seeds in [0, 2**32 - 1]
 
 
-def _number(v: Any) -> bool:
+def is_number(v: Any) -> bool:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return False
     return isinstance(v, int) or math.isfinite(v)  # an int is finite (and may be too big to float)
 
 
-def _whole(v: Any) -> bool:
+def is_whole(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
 #: key -> (test, what it must be, an example). A key missing from the config is not checked.
-RULES: dict[str, tuple[Callable[[Any], bool], str, str]] = {
+#: A rule: (test, what the value must be, an example).
+Rule = tuple[Callable[[Any], bool], str, str]
+
+RULES: dict[str, Rule] = {
     "seed": (
-        lambda v: v is None or (_whole(v) and 0 <= v <= SEED_MAX),
+        lambda v: v is None or (is_whole(v) and 0 <= v <= SEED_MAX),
         f"a whole number or null, from 0 to {SEED_MAX} (2**32 - 1)",
         "seed=0",
     ),
     "keep_freed_memory_mb": (
-        lambda v: _whole(v) and v >= 0,
+        lambda v: is_whole(v) and v >= 0,
         "a whole number >= 0",
         "keep_freed_memory_mb=256",
     ),
-    "optimizer.lr": (lambda v: _number(v) and v > 0, "a number > 0", "optimizer.lr=0.01"),
+    "optimizer.lr": (lambda v: is_number(v) and v > 0, "a number > 0", "optimizer.lr=0.01"),
     "optimizer.momentum": (
-        lambda v: _number(v) and 0 <= v < 1,
+        lambda v: is_number(v) and 0 <= v < 1,
         "a number in [0, 1)",
         "optimizer.momentum=0.9",
     ),
     "optimizer.weight_decay": (
-        lambda v: _number(v) and v >= 0,
+        lambda v: is_number(v) and v >= 0,
         "a number >= 0",
         "optimizer.weight_decay=0.0001",
     ),
-    "loss.l2": (lambda v: _number(v) and v >= 0, "a number >= 0", "loss.l2=0.01"),
-    "data.batch_size": (lambda v: _whole(v) and v >= 1, "a whole number >= 1", "data.batch_size=1"),
+    "loss.l2": (lambda v: is_number(v) and v >= 0, "a number >= 0", "loss.l2=0.01"),
+    "data.batch_size": (
+        lambda v: is_whole(v) and v >= 1,
+        "a whole number >= 1",
+        "data.batch_size=1",
+    ),
     "data.val_fraction": (
-        lambda v: _number(v) and 0 <= v < 1,
+        lambda v: is_number(v) and 0 <= v < 1,
         "a number in [0, 1)",
         "data.val_fraction=0.2",
     ),
-    "data.n": (lambda v: _whole(v) and v >= 1, "a whole number >= 1", "data.n=1000"),
-    "data.noise_std": (lambda v: _number(v) and v >= 0, "a number >= 0", "data.noise_std=0.1"),
+    "data.n": (lambda v: is_whole(v) and v >= 1, "a whole number >= 1", "data.n=1000"),
+    "data.noise_std": (lambda v: is_number(v) and v >= 0, "a number >= 0", "data.noise_std=0.1"),
     "data.shuffle": (lambda v: isinstance(v, bool), "true or false", "data.shuffle=true"),
     "trainer.max_epochs": (
-        lambda v: _whole(v) and v >= 1,
+        lambda v: is_whole(v) and v >= 1,
         "a whole number >= 1",
         "trainer.max_epochs=100",
     ),
     "trainer.log_every_n_steps": (
-        lambda v: _whole(v) and v >= 1,
+        lambda v: is_whole(v) and v >= 1,
         "a whole number >= 1",
         "trainer.log_every_n_steps=10",
     ),
     "callbacks.histograms.every_n_steps": (
-        lambda v: _whole(v) and v >= 1,
+        lambda v: is_whole(v) and v >= 1,
         "a whole number >= 1",
         "callbacks.histograms.every_n_steps=50",
     ),
     "callbacks.gradient_check.every_n_steps": (
-        lambda v: _whole(v) and v >= 1,
+        lambda v: is_whole(v) and v >= 1,
         "a whole number >= 1",
         "callbacks.gradient_check.every_n_steps=10",
     ),
     "callbacks.gradient_check.rtol": (
-        lambda v: _number(v) and v > 0,
+        lambda v: is_number(v) and v > 0,
         "a number > 0",
         "callbacks.gradient_check.rtol=1e-4",
     ),
     "callbacks.gradient_check.atol": (
-        lambda v: _number(v) and v > 0,
+        lambda v: is_number(v) and v > 0,
         "a number > 0",
         "callbacks.gradient_check.atol=1e-7",
     ),
@@ -133,12 +140,7 @@ class Numbers(NamedTuple):
 def check(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first value that breaks its rule, and how to set it."""
     _check_optimizer(cfg)
-    for key, (test, must_be, example) in RULES.items():
-        value = OmegaConf.select(cfg, key, default=_MISSING)
-        if value is _MISSING:
-            continue
-        if not test(value):
-            raise ConfigError(f"{key} must be {must_be}, got {value!r}; e.g. {example}")
+    check_rules(cfg, RULES)
     _check_loss_terms(cfg)
     model = OmegaConf.select(cfg, "model", default=None)
     if model is None or "_target_" not in model:
@@ -152,6 +154,17 @@ def check(cfg: DictConfig) -> None:
 
 
 _MISSING = object()
+
+
+def check_rules(cfg: DictConfig, rules: dict[str, Rule]) -> None:
+    """Raise ConfigError for the first key in ``rules`` whose value breaks its rule (a key the
+    config does not have is not checked)."""
+    for key, (test, must_be, example) in rules.items():
+        value = OmegaConf.select(cfg, key, default=_MISSING)
+        if value is _MISSING:
+            continue
+        if not test(value):
+            raise ConfigError(f"{key} must be {must_be}, got {value!r}; e.g. {example}")
 
 
 def _plain(value: Any) -> Any:
@@ -227,7 +240,7 @@ def _check_loss_terms(cfg: DictConfig) -> None:
     if terms is _MISSING or terms is None:
         return
     for name, weight in terms.items():
-        if not (_number(weight) and weight >= 0):
+        if not (is_number(weight) and weight >= 0):
             raise ConfigError(
                 f"loss.terms.{name} must be a number >= 0, got {weight!r}; e.g. "
                 f"loss.terms.{name}=1.0"
@@ -345,7 +358,7 @@ def _check_numbers(
             f"model: model.{key} {problem}, got {value!r}; e.g. model.{key}={example}"
         )
 
-    if not all(_number(v) for v in _leaves(value)):
+    if not all(is_number(v) for v in _leaves(value)):
         raise fail("must be numbers" if spec.shape else "must be a number")
     shape = _shape(value)
     if shape is None or len(shape) != len(spec.shape) or 0 in shape:
@@ -414,7 +427,7 @@ def _check_predict_at(value: Any, cls: type, n_in: int) -> None:
         raise ConfigError(f"{must}; got {value!r}; e.g. {example}")
     for row in value:
         cells = row if isinstance(row, list) else [row]
-        if not all(_number(c) for c in cells):
+        if not all(is_number(c) for c in cells):
             problem = "is not all numbers" if isinstance(row, list) else "is not a number"
         elif len(cells) != n_in:
             problem = f"has {len(cells)} number(s)"

@@ -27,7 +27,6 @@ import csv
 import hashlib
 import inspect
 import logging
-import math
 import signal
 import time
 import warnings
@@ -245,7 +244,7 @@ def make_sampler(cfg: DictConfig) -> PerTrialSampler:
     if not isinstance(spec, dict):
         _build("search.sampler", spec, optuna.samplers, SAMPLERS, example)  # says what is wrong
     seed = spec.get("seed")
-    if seed is not None and not _whole(seed):
+    if seed is not None and not schema.is_whole(seed):
         raise ConfigError(f"search.sampler.seed must be a whole number or null, got {seed!r}")
     # A QMC sequence's position is kept in the study: all its trials share the one seed.
     per_trial = not str(spec.get("_target_")).endswith("QMCSampler")
@@ -273,39 +272,31 @@ def _container(value: Any) -> Any:
 # ----------------------------------------------------------------------------- the config
 
 
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _whole(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 #: search key -> (test, what it must be, an example), in the style of schema.RULES.
-RULES: dict[str, tuple[Callable[[Any], bool], str, str]] = {
+RULES: dict[str, schema.Rule] = {
     "search.study_name": (
         lambda v: isinstance(v, str) and v.strip() != "",
         "a name",
         "search.study_name=my-study",
     ),
     "search.n_trials": (
-        lambda v: _whole(v) and v >= 1,
+        lambda v: schema.is_whole(v) and v >= 1,
         "a whole number >= 1",
         "search.n_trials=20",
     ),
     # Optuna's RDBStorage takes whole seconds.
     "search.heartbeat_interval": (
-        lambda v: _whole(v) and v > 0,
+        lambda v: schema.is_whole(v) and v > 0,
         "a whole number of seconds > 0",
         "search.heartbeat_interval=30",
     ),
     "search.grace_period": (
-        lambda v: _whole(v) and v > 0,
+        lambda v: schema.is_whole(v) and v > 0,
         "a whole number of seconds > 0",
         "search.grace_period=120",
     ),
     "search.max_retry": (
-        lambda v: v is None or (_whole(v) and v >= 0),
+        lambda v: v is None or (schema.is_whole(v) and v >= 0),
         "a whole number >= 0, or null for no limit",
         "search.max_retry=1",
     ),
@@ -320,10 +311,7 @@ def check(cfg: DictConfig) -> None:
 
     Everything a search reads is checked here, before the study is opened or a trial run: the
     rules above, every search-space entry, the storage URL, the sampler and the pruner."""
-    for key, (test, must_be, example) in RULES.items():
-        value = OmegaConf.select(cfg, key, default=None)
-        if not test(value):
-            raise ConfigError(f"{key} must be {must_be}, got {value!r}; e.g. {example}")
+    schema.check_rules(cfg, RULES)
     if cfg.search.grace_period <= cfg.search.heartbeat_interval:
         raise ConfigError(
             f"search.grace_period ({cfg.search.grace_period}) must be longer than "
@@ -387,7 +375,7 @@ def check_entry(cfg: DictConfig, name: str, spec: DictConfig) -> None:
             raise bad(f"needs both low and high, got {dict(spec)}")
         low, high, log, step = spec.low, spec.high, spec.get("log", False), spec.get("step")
         for bound, value in (("low", low), ("high", high)):
-            if not _number(value):
+            if not schema.is_number(value):
                 raise bad(f"{bound} must be a number, got {value!r}")
         if low > high:
             raise bad(f"has low ({low}) above high ({high})")
@@ -395,7 +383,7 @@ def check_entry(cfg: DictConfig, name: str, spec: DictConfig) -> None:
             raise bad(f"log must be true or false, got {log!r}")
         if log and low <= 0:
             raise bad(f"has log: true, which needs low > 0, got low={low}")
-        if step is not None and not (_number(step) and step > 0):
+        if step is not None and not (schema.is_number(step) and step > 0):
             raise bad(f"step must be a number > 0, got {step!r}")
         if step is not None and log:
             raise bad("has both step and log: true, which Optuna cannot sample; drop one")
@@ -417,7 +405,12 @@ def suggest(trial: optuna.Trial, name: str, spec: DictConfig) -> Any:
     if "choices" in spec:
         return trial.suggest_categorical(name, list(spec.choices))
     low, high, log, step = spec.low, spec.high, spec.get("log", False), spec.get("step")
-    if _whole(low) and _whole(high) and not log and (step is None or _whole(step)):
+    if (
+        schema.is_whole(low)
+        and schema.is_whole(high)
+        and not log
+        and (step is None or schema.is_whole(step))
+    ):
         return trial.suggest_int(name, low, high, step=step or 1)
     return trial.suggest_float(name, low, high, log=log, step=step)
 
