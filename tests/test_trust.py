@@ -270,3 +270,22 @@ def test_an_interpolated_run_dir_is_checked_too(tmp_path):
     second = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
     assert second.returncode == 1 and "RunDirGuard" not in second.stderr
     assert f"{tmp_path}/logs/runs/linear/fixed already holds another run's files" in second.stderr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
+        (["logger.tensorboard.save_dir=/proc/none"], ["cannot write /proc/none", "paths.log_dir"]),
+        (["callbacks.model_checkpoint.dirpath=/proc/none"], ["cannot write /proc/none"]),
+        (["trainer.accelerator=tpu"], ["trainer:", "TPU"]),
+        (["data.x_columns=[x]", "data.y_columns=[x]"], ["both name ['x']", "not both"]),
+        (["data.x_columns=[x,x]"], ["data.x_columns names ['x'] more than once"]),
+        (["data.y_columns=[]"], ["data.y_columns must be a list of column names"]),
+    ],
+)
+def test_settings_lightning_or_the_os_refuse_are_one_line(make_cfg, overrides, words):
+    with pytest.raises(BackpropLabError) as refused:
+        train(make_cfg("model=linear", "trainer.max_epochs=1", *overrides), quiet=True)
+    message = str(refused.value)
+    assert all(word in message for word in words), message
+    assert "\n" not in message

@@ -59,7 +59,8 @@ def other_runs_files(directory: str | os.PathLike) -> list[str]:
 
 
 def check_run_dir(directory: str | os.PathLike, key: str = "hydra.run.dir") -> None:
-    """Refuse a run dir that is a file, lies under a file, or holds another run's files."""
+    """Refuse a run dir that is a file, lies under a file, cannot be made, or holds another run's
+    files; make it otherwise."""
     directory = Path(directory)
     for parent in (directory, *directory.parents):
         if parent.exists() and not parent.is_dir():
@@ -73,6 +74,13 @@ def check_run_dir(directory: str | os.PathLike, key: str = "hydra.run.dir") -> N
             f"{key}={directory} already holds another run's files ({', '.join(held)}); "
             "nothing was written. Give a new dir, or leave it unset for a fresh one under logs/"
         )
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise BackpropLabError(
+            f"{key}={directory} cannot be made ({error.strerror}); give a dir this user can "
+            "write, or leave it unset for a fresh one under logs/"
+        ) from None
 
 
 @contextlib.contextmanager

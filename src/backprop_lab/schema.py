@@ -142,6 +142,7 @@ def check(cfg: DictConfig) -> None:
     _check_optimizer(cfg)
     check_rules(cfg, RULES)
     _check_loss_terms(cfg)
+    _check_columns(cfg)
     model = OmegaConf.select(cfg, "model", default=None)
     if model is None or "_target_" not in model:
         return
@@ -232,6 +233,31 @@ def _check_optimizer(cfg: DictConfig) -> None:
 
 
 # --- the loss -----------------------------------------------------------------------------------
+
+
+def _check_columns(cfg: DictConfig) -> None:
+    """data.x_columns and data.y_columns: names, each once, no column both input and target."""
+    named = {
+        k: OmegaConf.select(cfg, f"data.{k}", default=None) for k in ("x_columns", "y_columns")
+    }
+    for key, columns in named.items():
+        if columns is None:
+            continue
+        example = "data.x_columns=[x]" if key == "x_columns" else "data.y_columns=[y]"
+        if not OmegaConf.is_list(columns) or not columns:
+            raise ConfigError(
+                f"data.{key} must be a list of column names, got {columns!r}; e.g. {example}"
+            )
+        repeated = sorted({c for c in columns if list(columns).count(c) > 1})
+        if repeated:
+            raise ConfigError(f"data.{key} names {repeated} more than once; e.g. {example}")
+    if named["x_columns"] is not None and named["y_columns"] is not None:
+        both = sorted(set(named["x_columns"]) & set(named["y_columns"]))
+        if both:
+            raise ConfigError(
+                f"data.x_columns and data.y_columns both name {both}: a column is an input or a "
+                "target, not both; e.g. data.x_columns=[x] data.y_columns=[y]"
+            )
 
 
 def _check_loss_terms(cfg: DictConfig) -> None:

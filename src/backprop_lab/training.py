@@ -27,6 +27,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from backprop_lab import allocator, checkpoints, files, render, schema
@@ -79,8 +80,10 @@ def make(section: str, node: DictConfig, **kwargs: Any) -> Any:
         cause = error.__cause__
         if isinstance(cause, BackpropLabError):
             raise cause from None
-        if isinstance(cause, (ValueError, TypeError)):
+        if isinstance(cause, (ValueError, TypeError, MisconfigurationException)):
             raise ConfigError(f"{section}: {' '.join(str(cause).split())}") from error
+        if isinstance(cause, OSError) and cause.filename is not None:
+            raise _path_error(cause) from None
         raise
 
 
@@ -228,12 +231,25 @@ def _as_user_error(error: BaseException, stop: StopOnSignal, output_dir: Path) -
         # the signal, not as Lightning's exit status.
         resume = f"resume with ckpt_path={stop.checkpoint}" if stop.saved else "nothing saved"
         return Interrupted(f"stopped by {signal.Signals(signum).name}; {resume}", signum)
+    if isinstance(error, MisconfigurationException):  # Lightning's word on a setting, at fit
+        return ConfigError(f"trainer: {' '.join(str(error).split())}")
+    if isinstance(error, OSError) and error.filename is not None and not files.is_disk_full(error):
+        return _path_error(error)
     if files.is_disk_full(error):
         return files.DiskFull(
             f"no space left on the device of {output_dir}: free some space, then run again "
             "(with ckpt_path=<this run dir> to continue from its last checkpoint)"
         )
     return error
+
+
+def _path_error(error: OSError) -> BackpropLabError:
+    """A path the run cannot create or write (a missing or read-only place, a file where a dir
+    belongs), named in one line."""
+    return BackpropLabError(
+        f"cannot write {error.filename}: {error.strerror}; give the run a place it can write "
+        "(paths.log_dir, hydra.run.dir, or the setting that names this path)"
+    )
 
 
 def _write_run_files(cfg, summary, model, trainer, output_dir: Path, started) -> str | None:
