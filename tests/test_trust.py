@@ -277,7 +277,7 @@ def test_an_interpolated_run_dir_is_checked_too(tmp_path):
     [
         (["logger.tensorboard.save_dir=/proc/none"], ["cannot write /proc/none", "paths.log_dir"]),
         (["callbacks.model_checkpoint.dirpath=/proc/none"], ["cannot write /proc/none"]),
-        (["trainer.accelerator=tpu"], ["trainer:", "TPU"]),
+        (["trainer.accelerator=tpu"], ["trainer:", "torch_xla"]),  # a package not installed
         (["data.x_columns=[x]", "data.y_columns=[x]"], ["both name ['x']", "not both"]),
         (["data.x_columns=[x,x]"], ["data.x_columns names ['x'] more than once"]),
         (["data.y_columns=[]"], ["data.y_columns must be a list of column names"]),

@@ -80,7 +80,7 @@ def make(section: str, node: DictConfig, **kwargs: Any) -> Any:
         cause = error.__cause__
         if isinstance(cause, BackpropLabError):
             raise cause from None
-        if isinstance(cause, (ValueError, TypeError, MisconfigurationException)):
+        if isinstance(cause, (ValueError, TypeError, ImportError, MisconfigurationException)):
             raise ConfigError(f"{section}: {' '.join(str(cause).split())}") from error
         if isinstance(cause, OSError) and cause.filename is not None:
             raise _path_error(cause) from None
