@@ -289,3 +289,15 @@ def test_settings_lightning_or_the_os_refuse_are_one_line(make_cfg, overrides, w
     message = str(refused.value)
     assert all(word in message for word in words), message
     assert "\n" not in message
+
+
+def test_predictions_at_inputs_beyond_the_models_precision_are_refused(trained):
+    with pytest.raises(BackpropLabError) as refused:
+        predict(trained, x=[1e39], device="cpu")
+    assert "1e+39 does not fit the model's float32" in str(refused.value)
+
+
+def test_a_checkpoint_path_that_is_not_a_file_says_so(make_cfg):
+    with pytest.raises(CheckpointError) as refused:
+        predict("/dev/null", x=[4.0], device="cpu")
+    assert "/dev/null is not a regular file" in str(refused.value)

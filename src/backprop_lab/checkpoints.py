@@ -37,6 +37,8 @@ def resolve(
             f"{path} is a directory without checkpoints/last.ckpt; give a run dir of train.py "
             "or the .ckpt file itself"
         )
+    if path.exists() and not path.is_file():
+        raise CheckpointError(f"{path} is not a regular file; give a .ckpt file a run saved")
     if not path.is_file():
         raise CheckpointError(
             f"checkpoint {path} does not exist; give a .ckpt file, a run dir (train.py prints "

@@ -213,6 +213,15 @@ def predict(
                 f"{type(model).__name__} takes {n_in} input feature(s) per row, but the row "
                 f"{wrong[0]} has {len(wrong[0])}; e.g. {example}"
             )
+    dtype = next(model.parameters()).dtype
+    largest = torch.finfo(dtype).max
+    beyond = next((v for row in inputs for v in row if abs(v) > largest), None)
+    if beyond is not None:
+        raise BackpropLabError(
+            f"input {beyond:g} does not fit the model's {str(dtype).removeprefix('torch.')} "
+            f"(largest {largest:.3g}); give inputs within it, or train in float64 "
+            "(trainer.precision=64) to predict beyond"
+        )
     outputs = _forward(model, inputs)
     return Predictions(
         checkpoint=path,
