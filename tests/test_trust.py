@@ -301,3 +301,14 @@ def test_a_checkpoint_path_that_is_not_a_file_says_so(make_cfg):
     with pytest.raises(CheckpointError) as refused:
         predict("/dev/null", x=[4.0], device="cpu")
     assert "/dev/null is not a regular file" in str(refused.value)
+
+
+def test_explain_to_a_place_it_cannot_write_is_one_line(make_cfg, tmp_path):
+    from backprop_lab.explain import explain, write
+
+    derivation = explain(make_cfg("model=linear", config_name="explain"))
+    with pytest.raises(BackpropLabError) as refused:
+        write(derivation, "text", "/proc/derivation.md")
+    assert "output=/proc/derivation.md cannot be written" in str(refused.value)
+    write(derivation, "json", str(tmp_path / "d.json"))
+    assert json.loads((tmp_path / "d.json").read_text())["model"] == "LinearRegression"

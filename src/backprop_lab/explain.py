@@ -18,8 +18,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from backprop_lab import files
 from backprop_lab.data import TensorDataModule
-from backprop_lab.errors import ConfigError
+from backprop_lab.errors import BackpropLabError, ConfigError
 from backprop_lab.models.base import Batch, SeedModel
 
 FORMATS = ("text", "markdown", "json")
@@ -176,7 +177,12 @@ def write(derivation: Derivation, fmt: str, output: str | None) -> None:
     if output is None:
         print(text)
     else:
-        Path(output).write_text(text + "\n")
+        try:
+            files.write_atomic(Path(output), text + "\n")
+        except OSError as error:
+            raise BackpropLabError(
+                f"output={output} cannot be written ({error.strerror}); e.g. output=derivation.md"
+            ) from None
         print(f"wrote {output}")
 
 
