@@ -312,3 +312,37 @@ def test_explain_to_a_place_it_cannot_write_is_one_line(make_cfg, tmp_path):
     assert "output=/proc/derivation.md cannot be written" in str(refused.value)
     write(derivation, "json", str(tmp_path / "d.json"))
     assert json.loads((tmp_path / "d.json").read_text())["model"] == "LinearRegression"
+
+
+MISSHAPEN = {
+    "run_config is a string": (("run_config",), "x", "run_config is of type str"),
+    "run_state is a number": (("run_state",), 5, "run_state is of type int"),
+    "history is a number": (("run_state", "history"), 5, "run_state.history is of type int"),
+    "history is not JSON": (("run_state", "history"), "{not json", "not JSON lines"),
+    "sums are text": (("run_state", "train_metrics", "sums"), "x", "sums is of type str"),
+    "held is garbage": (("run_state", "train_metrics", "held"), [[1, 2]], "not 3 tensors"),
+    "data is text": (("run_state", "data"), "zz", "run_state.data is of type str"),
+    "a weight is text": (("state_dict", "w"), "x", "values that are not tensors"),
+}
+
+
+@pytest.mark.parametrize("case", list(MISSHAPEN))
+def test_a_misshapen_checkpoint_is_one_line_for_predict_and_resume(
+    tmp_path, make_cfg, trained, case
+):
+    keys, value, words = MISSHAPEN[case]
+    state = torch.load(trained, weights_only=True)
+    node = state
+    for key in keys[:-1]:
+        node = node[key]
+    node[keys[-1]] = value
+    path = tmp_path / "misshapen.ckpt"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError) as for_predict:
+        predict(path, x=[4.0], device="cpu")
+    with pytest.raises(CheckpointError) as for_resume:
+        train(make_cfg("model=linear", f"ckpt_path={path}", out="resumed"), quiet=True)
+    for refused in (for_predict, for_resume):
+        assert words in str(refused.value) and "not a checkpoint as this project" in str(
+            refused.value
+        )

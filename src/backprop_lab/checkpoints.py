@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,57 @@ def load(path: Path) -> dict[str, Any]:
         ) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path} is not a Lightning checkpoint (it has no state_dict)")
+    wrong = _misshapen(checkpoint)
+    if wrong:
+        raise CheckpointError(
+            f"{path} is not a checkpoint as this project writes them: its {wrong}; give a "
+            ".ckpt file a run saved"
+        )
     return checkpoint
+
+
+#: What each part of a checkpoint this project wrote holds: (key path, accepted types).
+LAYOUT: tuple[tuple[tuple[str, ...], tuple[type, ...]], ...] = (
+    (("state_dict",), (dict,)),
+    (("run_config",), (dict, type(None))),
+    (("run_config", "model"), (dict,)),
+    (("run_state",), (dict, type(None))),
+    (("run_state", "history"), (str,)),
+    (("run_state", "train_metrics"), (dict,)),
+    (("run_state", "train_metrics", "sums"), (torch.Tensor,)),
+    (("run_state", "train_metrics", "rows"), (int,)),
+    (("run_state", "train_metrics", "held"), (list,)),
+    (("run_state", "last_loss"), (float, type(None))),
+    (("run_state", "predictions_before"), (dict, type(None))),
+    (("run_state", "data"), (dict, type(None))),
+)
+
+
+def _misshapen(checkpoint: dict[str, Any]) -> str | None:
+    """The first part of ``checkpoint`` that is not what this project writes there, in words: a
+    checkpoint is data, and a wrong type is reported, not tripped over later."""
+    for keys, types in LAYOUT:
+        node: Any = checkpoint
+        for key in keys[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or keys[-1] not in node:
+            continue  # a part the checkpoint does not have (an older or a plain Lightning one)
+        value = node[keys[-1]]
+        if not isinstance(value, types):
+            return f"{'.'.join(keys)} is of type {type(value).__name__}"
+    if not all(torch.is_tensor(t) for t in checkpoint["state_dict"].values()):
+        return "state_dict holds values that are not tensors"
+    state = checkpoint.get("run_state") or {}
+    try:
+        rows = [json.loads(line) for line in state.get("history", "").split("\n") if line]
+    except ValueError:
+        return "run_state.history is not JSON lines"
+    if not all(isinstance(row, dict) for row in rows):
+        return "run_state.history holds lines that are not records"
+    held = state.get("train_metrics", {}).get("held", [])
+    if not all(isinstance(h, list) and len(h) == 3 and all(map(torch.is_tensor, h)) for h in held):
+        return "run_state.train_metrics.held holds entries that are not 3 tensors"
+    return None
 
 
 def check_fits(checkpoint: dict[str, Any], path: Path, cfg: DictConfig, model, datamodule) -> None:
