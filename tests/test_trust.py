@@ -281,6 +281,13 @@ def test_an_interpolated_run_dir_is_checked_too(tmp_path):
         (["data.x_columns=[x]", "data.y_columns=[x]"], ["both name ['x']", "not both"]),
         (["data.x_columns=[x,x]"], ["data.x_columns names ['x'] more than once"]),
         (["data.y_columns=[]"], ["data.y_columns must be a list of column names"]),
+        (["data=synthetic", "data.x_range=[1,0]"], ["data.x_range must be", "low < high"]),
+        (["data=synthetic", "data.coefficients=[]"], ["data.coefficients must be"]),
+        (["data=synthetic", "data.noise_std=1e39"], ["data.noise_std", "float32"]),
+        (
+            ["data=synthetic", "data.coefficients=[1e30,0,0]", "data.x_range=[0,1e10]"],
+            ["synthetic targets overflow float32"],
+        ),
     ],
 )
 def test_settings_lightning_or_the_os_refuse_are_one_line(make_cfg, overrides, words):

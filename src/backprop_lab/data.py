@@ -287,6 +287,11 @@ class SyntheticDataModule(TensorDataModule):
             y.mul_(x).add_(c)
         if self.noise_std:
             y.add_(torch.randn(self.n, 1, generator=generator), alpha=self.noise_std)
+        if not torch.isfinite(y).all():
+            raise DataError(
+                f"the synthetic targets overflow float32 (coefficients {self.coefficients} over "
+                f"x in {list(self.x_range)}, noise_std {self.noise_std}); use smaller ones"
+            )
         return x.to(self.dtype), y.to(self.dtype)  # the same draws in every precision
 
 

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from itertools import cycle, islice
 from typing import Any, NamedTuple
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from backprop_lab.errors import ConfigError
 
@@ -44,6 +44,18 @@ def is_whole(v: Any) -> bool:
 
 
 #: key -> (test, what it must be, an example). A key missing from the config is not checked.
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _numbers(v: Any, count: int | None = None) -> bool:
+    """A list (or ListConfig) of finite numbers, of ``count`` of them when given."""
+    return (
+        isinstance(v, (list, tuple, ListConfig))
+        and (count is None or len(v) == count)
+        and all(is_number(x) for x in v)
+    )
+
+
 #: A rule: (test, what the value must be, an example).
 Rule = tuple[Callable[[Any], bool], str, str]
 
@@ -81,7 +93,22 @@ RULES: dict[str, Rule] = {
         "data.val_fraction=0.2",
     ),
     "data.n": (lambda v: is_whole(v) and v >= 1, "a whole number >= 1", "data.n=1000"),
-    "data.noise_std": (lambda v: is_number(v) and v >= 0, "a number >= 0", "data.noise_std=0.1"),
+    # Synthetic data is drawn in float32 (backprop_lab.data.SyntheticDataModule).
+    "data.noise_std": (
+        lambda v: is_number(v) and 0 <= v <= FLOAT32_MAX,
+        "a number >= 0 that float32 holds",
+        "data.noise_std=0.1",
+    ),
+    "data.x_range": (
+        lambda v: _numbers(v, 2) and max(map(abs, v)) <= FLOAT32_MAX and v[0] < v[1],
+        "[low, high] with low < high, within float32",
+        "data.x_range=[-1.0,1.0]",
+    ),
+    "data.coefficients": (
+        lambda v: _numbers(v) and len(v) >= 1,
+        "a list of numbers, highest power first",
+        "data.coefficients=[2.0,0.0]",
+    ),
     "data.shuffle": (lambda v: isinstance(v, bool), "true or false", "data.shuffle=true"),
     "trainer.max_epochs": (
         lambda v: is_whole(v) and v >= 1,
