@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import lightning.pytorch as pl
 import pytest
 import torch
 from hydra.utils import instantiate
+
+from backprop_lab.models import SeedModel
+from backprop_lab.training import build, make
 
 from conftest import ROOT
 
@@ -16,9 +20,17 @@ def test_every_option_of_every_group_composes_and_instantiates(make_cfg, group):
     options = sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
     assert options, f"conf/{group}/ has no options"
     for option in options:
-        cfg = make_cfg(f"{group}={option}")
-        for key in ("data", "loss", "optimizer"):
-            assert instantiate(cfg[key]) is not None
+        fitting = ["model=sigmoid_net"] if option == "seed000_sigmoid" else []  # 2 in, 2 out
+        cfg = make_cfg(f"{group}={option}", *fitting)
+        datamodule, model = build(cfg)  # data, loss, optimizer and model, checked to fit
+        assert isinstance(datamodule, pl.LightningDataModule) and isinstance(model, SeedModel)
+        callbacks = [make("callbacks", c) for c in (cfg.get("callbacks") or {}).values() if c]
+        loggers = [make("logger", lg) for lg in (cfg.get("logger") or {}).values() if lg]
+        assert all(isinstance(c, pl.Callback) for c in callbacks)
+        trainer = make("trainer", cfg.trainer, callbacks=callbacks, logger=loggers or False)
+        assert isinstance(trainer, pl.Trainer)
+        assert all(c in trainer.callbacks for c in callbacks)
+        assert len(trainer.loggers) == len(loggers)
 
 
 @pytest.mark.parametrize(

@@ -78,7 +78,7 @@ def test_float64_training_matches_float32_to_float32_precision(run):
     assert summary["predictions_after"][0][0] != 8.544171333312988  # really computed in float64
 
 
-def test_seed_models_train_on_the_cpu_here(run):
+def test_accelerator_auto_trains_on_the_gpu_when_there_is_one_else_the_cpu(run):
     summary = run("model=linear", "trainer.max_epochs=1")
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert summary["device"].startswith(expected)
