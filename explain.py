@@ -12,7 +12,7 @@ from backprop_lab import schema
 
 def task(cfg: DictConfig) -> None:
     schema.check(cfg)
-    from backprop_lab.explain import explain, write
+    from backprop_lab.tools.explain import explain, write
 
     cli.imports_done()
     write(explain(cfg), cfg.format, cfg.output)

@@ -14,7 +14,7 @@ import backprop_lab.config  # noqa: F401  (registers the resolvers the configs u
 
 
 def task(cfg: DictConfig) -> None:
-    from backprop_lab.predict import main  # torch loads only when a prediction starts
+    from backprop_lab.tools.predict import main  # torch loads only when a prediction starts
 
     cli.imports_done()
     main(cfg)

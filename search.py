@@ -15,7 +15,7 @@ from backprop_lab import schema
 
 def task(cfg: DictConfig) -> None:
     schema.check(cfg)
-    from backprop_lab.search import search  # Optuna and Lightning load only here
+    from backprop_lab.tools.search import search  # Optuna and Lightning load only here
 
     cli.imports_done()
     search(cfg)

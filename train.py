@@ -18,7 +18,7 @@ from backprop_lab import schema
 def task(cfg: DictConfig) -> None:
     if not in_sweep():
         schema.check(cfg)  # before Lightning loads: a typo fails at once
-    from backprop_lab.training import train
+    from backprop_lab.training.run import train
 
     cli.imports_done()
     train(cfg)  # checks the schema too, and records a failure in the job's summary.json

@@ -196,7 +196,7 @@ def bench_step(steps: int, repeats: int) -> dict:
     from lightning.pytorch.loggers import TensorBoardLogger
 
     from backprop_lab.data import SyntheticDataModule, TensorBatches
-    from backprop_lab.training import train
+    from backprop_lab.training.run import train
 
     quiet_lightning()
     data = ["data=synthetic", f"data.n={steps}", "data.batch_size=1", "data.val_fraction=0"]
@@ -312,8 +312,10 @@ def large_data_worker(variant: str, n: int, batch_size: int, epochs: int) -> dic
     import torch
 
     if variant in ("plain", "plain_kept"):
-        if variant == "plain_kept":  # the project's malloc settings (backprop_lab/allocator.py)
-            from backprop_lab.allocator import keep_freed_memory
+        if (
+            variant == "plain_kept"
+        ):  # the project's malloc settings (backprop_lab/training/allocator.py)
+            from backprop_lab.training.allocator import keep_freed_memory
 
             keep_freed_memory(256)
         floor = peak_rss_mb()
@@ -350,7 +352,7 @@ def large_data_worker(variant: str, n: int, batch_size: int, epochs: int) -> dic
         trainer.fit(model, TensorBatches(x, y, batch_size))
         fit_s, final_loss = fits[0], None
     else:
-        from backprop_lab.training import train
+        from backprop_lab.training.run import train
 
         quiet_lightning()
         overrides = ["model=linear", "data=synthetic", f"data.n={n}"]

@@ -44,7 +44,7 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
 @pytest.fixture
 def run(make_cfg) -> Callable[..., dict]:
     """Train with the given overrides and return the summary that train() wrote to summary.json."""
-    from backprop_lab.training import train
+    from backprop_lab.training.run import train
 
     def _run(*overrides: str, out: str = "run") -> dict:
         cfg = make_cfg(*overrides, out=out)

@@ -9,12 +9,12 @@ import sys
 
 import pytest
 
-from backprop_lab import allocator
+from backprop_lab.training import allocator
 
 # A step's worth of allocations: two temporaries of 1 MiB (2^18 float32 rows) a step, 50 steps.
 STEPS = """
 import resource, sys, torch
-from backprop_lab import allocator
+from backprop_lab.training import allocator
 if sys.argv[1] == "keep":
     assert allocator.keep_freed_memory(256)
 x = torch.ones(2**18, 1)

@@ -14,7 +14,7 @@ import torch
 
 from backprop_lab.data import DataError, read_csv
 from backprop_lab.errors import BackpropLabError
-from backprop_lab.predict import read_inputs
+from backprop_lab.tools.predict import read_inputs
 
 
 def read_data(path, dtype=torch.float32) -> list[list[float]]:

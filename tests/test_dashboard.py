@@ -21,7 +21,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_plots import check_png
 
-from backprop_lab import dashboard, plots
+from backprop_lab import dashboard
+from backprop_lab.dashboard import plots
 from backprop_lab.models import LinearRegression, QuadraticRegression, SigmoidNet
 
 SERVER_TIMEOUT_S = 120

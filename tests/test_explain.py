@@ -10,8 +10,8 @@ import sys
 import pytest
 import torch
 
-from backprop_lab.explain import derive, explain, render
-from backprop_lab.training import build
+from backprop_lab.tools.explain import derive, explain, render
+from backprop_lab.training.run import build
 
 from conftest import ROOT
 

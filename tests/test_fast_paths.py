@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from test_tensorboard import load_events
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, R2Score
 
-from backprop_lab.checkpoint_io import BackgroundCheckpointIO
 from backprop_lab.data import take_rows
-from backprop_lab.losses import Objective
 from backprop_lab.models.base import _SplitMetrics
+from backprop_lab.training.checkpoint_io import BackgroundCheckpointIO
+from backprop_lab.training.objective import Objective
 
 
 def reference(batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> dict[str, float]:
@@ -142,7 +142,7 @@ def test_take_rows_is_indexing(columns):
 def test_one_event_per_log_call_reads_back_as_lightnings_logger_writes(tmp_path):
     from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoardLogger
 
-    from backprop_lab.loggers import TensorBoardLogger
+    from backprop_lab.training.loggers import TensorBoardLogger
 
     read = {}
     for name, cls in (("ours", TensorBoardLogger), ("lightning", LightningTensorBoardLogger)):
@@ -160,7 +160,7 @@ def test_one_event_per_log_call_reads_back_as_lightnings_logger_writes(tmp_path)
 
 
 def test_a_value_tensorboard_cannot_take_is_named(tmp_path):
-    from backprop_lab.loggers import TensorBoardLogger
+    from backprop_lab.training.loggers import TensorBoardLogger
 
     logger = TensorBoardLogger(tmp_path, name="", version="")
     with pytest.raises(ValueError, match="cannot log train/loss="):
@@ -169,7 +169,7 @@ def test_a_value_tensorboard_cannot_take_is_named(tmp_path):
 
 def test_lightning_calls_only_the_per_batch_hooks_a_callback_defines(make_cfg):
     from backprop_lab.callbacks import PER_BATCH_HOOKS, Callback, GradientCheck
-    from backprop_lab.training import train
+    from backprop_lab.training.run import train
 
     assert GradientCheck.on_train_batch_end is None
     assert callable(GradientCheck.on_before_optimizer_step)
@@ -197,7 +197,7 @@ def test_a_checkpoint_snapshot_copies_tensors_and_keeps_container_types():
 
     from lightning.fabric.utilities.data import AttributeDict
 
-    from backprop_lab.checkpoint_io import _snapshot
+    from backprop_lab.training.checkpoint_io import _snapshot
 
     state = torch.nn.Linear(2, 1).state_dict()
     checkpoint = {

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from backprop_lab.errors import Interrupted
-from backprop_lab.training import train
+from backprop_lab.training.run import train
 
 from conftest import ROOT
 

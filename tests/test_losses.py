@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from backprop_lab.losses import Objective
+from backprop_lab.training.objective import Objective
 
 
 def test_mse_is_seed000s_half_sum_over_two_outputs():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from backprop_lab.optim import SGD
+from backprop_lab.training.optim import SGD
 
 
 def quadratic_grads(w: torch.Tensor, x: float, y: float) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backprop_lab import plots
+from backprop_lab.dashboard import plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -37,7 +37,7 @@ def check_png(data: bytes, size: tuple[int, int] = (plots.WIDTH, plots.HEIGHT)) 
 
 
 def test_importing_plots_does_not_load_matplotlib():
-    code = "import sys, backprop_lab.plots; print('matplotlib' in sys.modules)"
+    code = "import sys, backprop_lab.dashboard.plots; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -93,7 +93,7 @@ def test_check_png_rejects_a_blank_image(tmp_path: Path):
 
 
 def test_a_sweep_draws_every_jobs_loss_curve_in_one_figure(tmp_path: Path, monkeypatch):
-    from backprop_lab import sweep
+    from backprop_lab.tools import sweep
 
     for num, lr, losses in ((0, "0.1", [3.0, 1.0, 0.5]), (1, "0.01", [3.0, 2.5, 2.0])):
         job = tmp_path / f"{num}_model=quadratic,optimizer.lr={lr}"
@@ -118,7 +118,7 @@ def test_a_sweep_draws_every_jobs_loss_curve_in_one_figure(tmp_path: Path, monke
 
 
 def test_a_sweep_without_metrics_draws_nothing(tmp_path: Path):
-    from backprop_lab import sweep
+    from backprop_lab.tools import sweep
 
     assert sweep.plot_loss_curves(tmp_path, [], tmp_path / "loss_curves.png") is None
     assert not (tmp_path / "loss_curves.png").exists()

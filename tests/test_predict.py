@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from backprop_lab.errors import BackpropLabError
-from backprop_lab.predict import predict, render, write_csv
+from backprop_lab.tools.predict import predict, render, write_csv
 
 from conftest import ROOT
 

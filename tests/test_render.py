@@ -17,7 +17,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_plots import check_png
 
-from backprop_lab import render
+from backprop_lab.dashboard import render
 
 
 def _curve(tag: str = "plots/loss_curve") -> render.Figure:
@@ -106,16 +106,20 @@ def test_a_figure_that_cannot_be_drawn_keeps_its_numbers_and_says_how_to_redraw(
 ):
     bad = render.Figure("plots/loss_curve", "loss_curve", ([0, 1], "not a mapping of curves"))
     job_file = render.submit(render.Job([bad], files={"plots/loss_curve": str(tmp_path / "x.png")}))
-    with caplog.at_level(logging.WARNING, logger="backprop_lab.render"):
+    with caplog.at_level(logging.WARNING, logger="backprop_lab.dashboard.render"):
         assert render.wait() == [job_file]
     assert job_file.is_file()  # the numbers are kept
-    (message,) = [r.getMessage() for r in caplog.records if r.name == "backprop_lab.render"]
-    assert f"python -m backprop_lab.render {job_file}" in message
+    (message,) = [
+        r.getMessage() for r in caplog.records if r.name == "backprop_lab.dashboard.render"
+    ]
+    assert f"python -m backprop_lab.dashboard.render {job_file}" in message
     assert "AttributeError" in message
     assert not (tmp_path / "x.png").exists()
 
     done = subprocess.run(
-        [sys.executable, "-m", "backprop_lab.render", str(job_file)], capture_output=True, text=True
+        [sys.executable, "-m", "backprop_lab.dashboard.render", str(job_file)],
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 1
     assert "AttributeError" in done.stderr and "Traceback" not in done.stderr
@@ -127,7 +131,9 @@ def test_the_render_command_draws_a_kept_job(tmp_path: Path):
     job = render.Job([_curve()], files={"plots/loss_curve": str(target)}, logdirs=[str(tmp_path)])
     job_file.write_bytes(pickle.dumps(job))
     done = subprocess.run(
-        [sys.executable, "-m", "backprop_lab.render", str(job_file)], capture_output=True, text=True
+        [sys.executable, "-m", "backprop_lab.dashboard.render", str(job_file)],
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, done.stderr
     check_png(target.read_bytes())
@@ -150,7 +156,7 @@ def test_the_helper_imports_no_torch():
 
 
 def test_a_figure_in_two_jobs_is_drawn_once(tmp_path: Path, monkeypatch):
-    from backprop_lab import plots
+    from backprop_lab.dashboard import plots
 
     drawn = []
     loss_curve = plots.loss_curve
@@ -171,7 +177,7 @@ def test_a_process_for_another_rank_starts_no_helper_and_still_draws(tmp_path: P
     # (LOCAL_RANK or NODE_RANK set by the launcher) start no helper of their own.
     target = tmp_path / "curve.png"
     code = f"""
-from backprop_lab import render
+from backprop_lab.dashboard import render
 render.start()
 assert render._helper is None
 curve = render.Figure("plots/loss_curve", "loss_curve", ([0, 1], {{"train": [1.0, 0.5]}}))

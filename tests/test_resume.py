@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from backprop_lab.errors import CheckpointError, Interrupted
-from backprop_lab.training import train
+from backprop_lab.training.run import train
 
 from conftest import ROOT
 

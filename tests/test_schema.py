@@ -14,12 +14,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from backprop_lab import schema
 from backprop_lab.errors import ConfigError
-from backprop_lab.explain import check_options
 from backprop_lab.models import MODELS, model_keys
 from backprop_lab.models.base import as_parameter
-from backprop_lab.predict import as_list, choose_device
-from backprop_lab.predict import main as predict_main
-from backprop_lab.training import build
+from backprop_lab.tools.explain import check_options
+from backprop_lab.tools.predict import as_list, choose_device
+from backprop_lab.tools.predict import main as predict_main
+from backprop_lab.training.run import build
 
 from conftest import ROOT
 
@@ -121,10 +121,15 @@ BAD = [
     ),
     # not "momentum must be in [0, 1)": Adam takes no momentum at all
     (["optimizer=adam", "+optimizer.momentum=2"], ["optimizer.momentum is not an argument"]),
-    (["+optimizer.betas=[0.9,0.99]"], ["optimizer.betas is not an argument of backprop_lab.optim"]),
+    (
+        ["+optimizer.betas=[0.9,0.99]"],
+        ["optimizer.betas is not an argument of", "backprop_lab.training.optim"],
+    ),
     (
         ["optimizer._target_=torch.optim.Adamm"],
-        ["optimizer._target_ must be backprop_lab.optim.SGD or an optimizer of torch.optim"],
+        [
+            "optimizer._target_ must be backprop_lab.training.optim.SGD or an optimizer of torch.optim"
+        ],
     ),
     (["optimizer._target_=os.system"], ["optimizer._target_ must be", "got os.system"]),
     (["optimizer._target_=torch.optim.lr_scheduler.StepLR"], ["optimizer._target_ must be"]),

@@ -16,9 +16,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-import backprop_lab.search as search_module
+import backprop_lab.tools.search as search_module
 from backprop_lab.errors import ConfigError
-from backprop_lab.search import check, search
+from backprop_lab.tools.search import check, search
 
 from conftest import ROOT
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from backprop_lab.training import build
+from backprop_lab.training.run import build
 
 REL = 1e-5
 

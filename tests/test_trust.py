@@ -15,8 +15,8 @@ import torch
 
 from backprop_lab import files
 from backprop_lab.errors import BackpropLabError, CheckpointError
-from backprop_lab.predict import predict, write_csv
-from backprop_lab.training import train
+from backprop_lab.tools.predict import predict, write_csv
+from backprop_lab.training.run import train
 
 from conftest import ROOT
 
@@ -228,7 +228,7 @@ def test_predictions_to_a_path_under_a_file_are_one_line(tmp_path, trained):
 
 
 def test_ctrl_c_while_the_figures_are_drawn_is_recorded(make_cfg, monkeypatch):
-    from backprop_lab import render
+    from backprop_lab.dashboard import render
     from backprop_lab.errors import Interrupted
 
     def ctrl_c():
@@ -311,7 +311,7 @@ def test_a_checkpoint_path_that_is_not_a_file_says_so(make_cfg):
 
 
 def test_explain_to_a_place_it_cannot_write_is_one_line(make_cfg, tmp_path):
-    from backprop_lab.explain import explain, write
+    from backprop_lab.tools.explain import explain, write
 
     derivation = explain(make_cfg("model=linear", config_name="explain"))
     with pytest.raises(BackpropLabError) as refused:

@@ -212,7 +212,7 @@ def _override(value: Any) -> str:
 
 # --- the optimizer ------------------------------------------------------------------------------
 
-PROJECT_OPTIMIZER = "backprop_lab.optim.SGD"
+PROJECT_OPTIMIZER = "backprop_lab.training.optim.SGD"
 
 
 def optimizer_class(target: str) -> type:
@@ -223,7 +223,7 @@ def optimizer_class(target: str) -> type:
     import torch
 
     if target == PROJECT_OPTIMIZER:
-        from backprop_lab.optim import SGD
+        from backprop_lab.training.optim import SGD
 
         return SGD
     module, _, name = target.rpartition(".")

@@ -27,8 +27,8 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from backprop_lab.errors import Diverged
-from backprop_lab.losses import Objective
-from backprop_lab.optim import SGD
+from backprop_lab.training.objective import Objective
+from backprop_lab.training.optim import SGD
 
 Batch = tuple[Tensor, Tensor]
 #: One path of the chain rule: (symbol of a local derivative, its value per row of the batch).

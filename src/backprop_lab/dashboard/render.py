@@ -3,10 +3,10 @@
 A run's figures are numbers until they are drawn: the callbacks in dashboard.py compute them (the
 loss by epoch, the parameters' path, the loss over a grid) and hand them here as a *job*. A job is
 written to a file beside its outputs first (``.figures-*.pkl``), so a job that cannot be drawn
-keeps its numbers, and ``python -m backprop_lab.render FILE`` draws it again.
+keeps its numbers, and ``python -m backprop_lab.dashboard.render FILE`` draws it again.
 
-One helper process per Python process (``python -m backprop_lab.render --serve``) draws the jobs
-in order: PNG files, and images in a TensorBoard event file of the run's log dir. It is started
+One helper process per Python process
+(``python -m backprop_lab.dashboard.render --serve``) draws the jobs in order: PNG files, and images in a TensorBoard event file of the run's log dir. It is started
 when a figure callback is made, so its imports (numpy, matplotlib, TensorBoard's protobufs, ~0.7 s
 of CPU) overlap the run's set-up and training; it imports no torch. Drawing a run's five figures
 takes ~0.4 s of CPU: in a sweep it runs beside the next job's training, and ``trainer.fit`` ends
@@ -14,7 +14,8 @@ without it (benchmarks/ measures both).
 
 TensorBoard reads a run dir's event files in name order and, once it has moved on to a newer file,
 polls only that one. So a job with TensorBoard images is held until the run's own writer has
-closed (``release``, which ``backprop_lab.loggers.TensorBoardLogger.finalize`` calls), and its
+closed (``release``, which
+``backprop_lab.training.loggers.TensorBoardLogger.finalize`` calls), and its
 images then go into a new event file that sorts after the run's.
 
     start()     start the helper (idempotent)
@@ -102,7 +103,7 @@ _drawn: dict[bytes, bytes] = {}
 
 
 def _png(figure: Figure) -> bytes:
-    from backprop_lab import plots
+    from backprop_lab.dashboard import plots
 
     key = pickle.dumps((figure.kind, figure.args))
     if key not in _drawn:
@@ -127,7 +128,7 @@ def _add_images(logdir: str, pngs: Mapping[str, bytes], step: int) -> None:
     from tensorboard.compat.proto.summary_pb2 import Summary
     from tensorboard.summary.writer.record_writer import RecordWriter
 
-    from backprop_lab import plots
+    from backprop_lab.dashboard import plots
 
     logdir = Path(logdir)
     runs = sorted(p.name for p in logdir.glob("events.out.tfevents.*") if p.suffix != ".figures")
@@ -166,7 +167,7 @@ def _warm_up() -> None:
     import tensorboard.summary.writer.record_writer  # noqa: F401
     from tensorboard.compat.proto import event_pb2, summary_pb2  # noqa: F401
 
-    from backprop_lab import plots
+    from backprop_lab.dashboard import plots
 
     _png(Figure("warm-up", "loss_curve", ([0, 1], {"train": [1.0, 0.5]})))
     del plots
@@ -185,7 +186,7 @@ class _Helper:
         src = str(Path(__file__).resolve().parents[1])
         env["PYTHONPATH"] = os.pathsep.join(filter(None, (src, env.get("PYTHONPATH"))))
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "backprop_lab.render", "--serve"],
+            [sys.executable, "-m", "backprop_lab.dashboard.render", "--serve"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -300,7 +301,7 @@ def wait() -> list[Path]:
         if reason is not None:
             log.warning(
                 "figures not drawn (%s); their numbers are in %s, and "
-                "`python -m backprop_lab.render %s` draws them",
+                "`python -m backprop_lab.dashboard.render %s` draws them",
                 reason,
                 path,
                 path,
@@ -342,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         serve()
         return 0
     if not args or any(a.startswith("-") for a in args):
-        print("usage: python -m backprop_lab.render FIGURES.pkl ...", file=sys.stderr)
+        print("usage: python -m backprop_lab.dashboard.render FIGURES.pkl ...", file=sys.stderr)
         return 2
     status = 0
     for arg in args:

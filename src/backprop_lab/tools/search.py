@@ -49,7 +49,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from backprop_lab import schema
 from backprop_lab.callbacks import Callback
 from backprop_lab.errors import BackpropLabError, ConfigError, Interrupted, TrialPruned
-from backprop_lab.training import train
+from backprop_lab.training.run import train
 
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 #: Trials some worker holds or will take: running, or waiting to be retried.

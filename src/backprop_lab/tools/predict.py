@@ -25,9 +25,11 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from backprop_lab import checkpoints, csvfile, files
+from backprop_lab import files
+from backprop_lab.data import csvfile
 from backprop_lab.errors import BackpropLabError, CheckpointError, ConfigError
 from backprop_lab.models import build_model
+from backprop_lab.training import checkpoints
 
 CHECKPOINT_IN_RUN_DIR = Path("checkpoints") / "last.ckpt"
 

@@ -17,7 +17,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from backprop_lab import render
+from backprop_lab.dashboard import render
 
 COLUMNS = (
     "job",
@@ -138,7 +138,7 @@ def plot_loss_curves(
             curves[label] = ([e for e, _ in points], [v for _, v in points])
     if not curves:
         return None
-    from backprop_lab import plots  # matplotlib loads only here
+    from backprop_lab.dashboard import plots  # matplotlib loads only here
 
     title = f"{metric} by epoch, {len(curves)} job(s) of {sweep_dir.name}"
     return plots.save_png(plots.compare_loss_curves(curves, title), path)

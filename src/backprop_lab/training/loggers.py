@@ -7,7 +7,7 @@ than in training. This one puts every scalar of a ``log_metrics`` call into a si
 TensorBoard's own summary ops do, ~4x cheaper for five values; TensorBoard reads it the same way.
 
 When it closes, the figures waiting for its log dir are handed to the helper that draws them
-(backprop_lab/render.py): they go into an event file of their own, after this one. Its
+(backprop_lab/dashboard/render.py): they go into an event file of their own, after this one. Its
 SummaryWriter module is imported with this module, not on the first write inside ``fit``.
 """
 
@@ -22,7 +22,7 @@ from tensorboard.compat.proto.summary_pb2 import Summary
 from torch import Tensor
 from torch.utils import tensorboard  # noqa: F401  (the writer's module: ~50 ms of imports)
 
-from backprop_lab import render
+from backprop_lab.dashboard import render
 
 
 class TensorBoardLogger(_TensorBoardLogger):

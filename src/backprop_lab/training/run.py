@@ -30,12 +30,14 @@ from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from backprop_lab import allocator, checkpoints, files, render, schema
+from backprop_lab import files, schema
 from backprop_lab.callbacks import HParamsSummary, StopOnSignal, best_epoch
+from backprop_lab.dashboard import render
 from backprop_lab.data import DataError, TensorDataModule
 from backprop_lab.errors import BackpropLabError, ConfigError, Interrupted
 from backprop_lab.models import SeedModel, build_model
 from backprop_lab.ranks import is_rank_zero
+from backprop_lab.training import allocator, checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +210,7 @@ def train(
     except KeyboardInterrupt:
         summary["figures"] = (
             "not all drawn: stopped by SIGINT; each .figures-*.pkl file in the run dir keeps the "
-            "numbers of its figures, and python -m backprop_lab.render <file> draws them"
+            "numbers of its figures, and python -m backprop_lab.dashboard.render <file> draws them"
         )
         _write_run_files(cfg, summary, model, trainer, output_dir, started)
         raise Interrupted(

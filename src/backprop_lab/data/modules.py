@@ -17,7 +17,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
-from backprop_lab import csvfile
+from backprop_lab.data import csvfile
 from backprop_lab.errors import BackpropLabError
 
 

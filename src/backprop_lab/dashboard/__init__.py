@@ -4,7 +4,7 @@ the progress bar. One concern per callback.
 Per training step only the progress bar does anything (it reads the clock); the plots record the
 parameters once per epoch. Graphs, figures and the text card are made once, in ``on_train_end``:
 after the last step, while the loggers are still open. The figures are computed here as numbers
-and drawn by a helper process (backprop_lab/render.py), so ``fit`` does not wait for matplotlib.
+and drawn by a helper process (backprop_lab/dashboard/render.py), so ``fit`` does not wait for matplotlib.
 Each writes on the global-rank-0 process only.
 
     ComputationGraph   Graphs tab: the traced forward pass; Text: the graph backward() walks
@@ -31,10 +31,10 @@ import torch
 from lightning.pytorch.callbacks import ProgressBar as _ProgressBar
 from torch import Tensor
 
-from backprop_lab import render
 from backprop_lab.callbacks import Callback, best_epoch, tensorboard_loggers, tensorboards
+from backprop_lab.dashboard import render
 from backprop_lab.models import SeedModel
-from backprop_lab.predict import as_rows, format_prediction
+from backprop_lab.tools.predict import as_rows, format_prediction
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ class TrainingPlots(Callback):
 
     The path is the parameters at the end of each epoch (one ``.tolist()`` per epoch, nothing per
     step). The surface is evaluated with ``torch.func.vmap`` on up to ``max_rows`` training rows.
-    The figures are drawn by the helper process of backprop_lab/render.py, started here so that
+    The figures are drawn by the helper process of backprop_lab/dashboard/render.py, started here so that
     its imports overlap training; the images go into the run's log dir once its writer closes.
     """
 
@@ -448,7 +448,7 @@ def _overrides() -> list[str]:
 # --- Files ----------------------------------------------------------------------------------------
 class LossCurvePNG(Callback):
     """Writes the loss curve (seed 004's figure) to ``path`` at the end of training, drawn by the
-    helper process of backprop_lab/render.py."""
+    helper process of backprop_lab/dashboard/render.py."""
 
     def __init__(self, path: str) -> None:
         self.path = Path(path)
