@@ -8,7 +8,7 @@ import torch
 from hydra.utils import instantiate
 
 from backprop_lab.models import SeedModel
-from backprop_lab.training.run import build, make
+from backprop_lab.training.build import build, make
 
 from conftest import ROOT
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from backprop_lab.tools.explain import derive, explain, render
-from backprop_lab.training.run import build
+from backprop_lab.training.build import build
 
 from conftest import ROOT
 

@@ -12,8 +12,8 @@ from torch.func import functional_call
 from backprop_lab import models
 from backprop_lab.errors import ConfigError, GradientCheckError
 from backprop_lab.models import LinearRegression, QuadraticRegression, SigmoidNet
+from backprop_lab.training.build import build
 from backprop_lab.training.objective import Objective
-from backprop_lab.training.run import build
 
 LOSSES = {
     "mse": Objective({"mse": 1.0}),

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from backprop_lab.models import LinearRegression, QuadraticRegression, SigmoidNet
-from backprop_lab.training.run import build
+from backprop_lab.training.build import build
 
 from conftest import ROOT
 

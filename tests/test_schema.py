@@ -19,7 +19,7 @@ from backprop_lab.models.base import as_parameter
 from backprop_lab.tools.explain import check_options
 from backprop_lab.tools.predict import as_list, choose_device
 from backprop_lab.tools.predict import main as predict_main
-from backprop_lab.training.run import build
+from backprop_lab.training.build import build
 
 from conftest import ROOT
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from backprop_lab.training.run import build
+from backprop_lab.training.build import build
 
 REL = 1e-5
 

@@ -17,3 +17,10 @@ if not OmegaConf.has_resolver("if_equal"):
     # ${if_equal:a,b,then,else}: the seed experiments log every step on their own data only
     # (conf/model/*.yaml), where ${hydra:runtime.choices.data} names the data config.
     OmegaConf.register_new_resolver("if_equal", lambda a, b, then, other: then if a == b else other)
+
+
+def task_overrides() -> list[str]:
+    """The command line's overrides of this run (or sweep job); none outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []

@@ -32,9 +32,10 @@ from lightning.pytorch.callbacks import ProgressBar as _ProgressBar
 from torch import Tensor
 
 from backprop_lab.callbacks import Callback, best_epoch, tensorboard_loggers, tensorboards
+from backprop_lab.config import task_overrides
 from backprop_lab.dashboard import render
 from backprop_lab.models import SeedModel
-from backprop_lab.tools.predict import as_rows, format_prediction
+from backprop_lab.rows import as_rows, format_row
 
 log = logging.getLogger(__name__)
 
@@ -395,7 +396,7 @@ class RunCard(Callback):
             f"**{type(model).__name__}**: {trainer.current_epoch} epoch(s), "
             f"{trainer.global_step} step(s) in {seconds:.2f} s on {trainer.strategy.root_device}"
         )
-        overrides = _overrides()
+        overrides = task_overrides()
         if overrides:
             head += "  \noverrides: " + " ".join(f"`{o}`" for o in overrides)
         rows = []
@@ -412,12 +413,8 @@ class RunCard(Callback):
             after = model.predict_at(inputs)
             before = self._before or [None] * len(inputs)
             for x, b, a in zip(inputs, before, after, strict=True):
-                shown = (
-                    format_prediction(a)
-                    if b is None
-                    else (f"{format_prediction(b)} -> {format_prediction(a)}")
-                )
-                rows.append((f"prediction at x={format_prediction(x)}", shown))
+                shown = format_row(a) if b is None else (f"{format_row(b)} -> {format_row(a)}")
+                rows.append((f"prediction at x={format_row(x)}", shown))
         table = "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
         return f"{head}\n\n{table}\n\n**config**\n\n```yaml\n{self._config(model)}```"
 
@@ -437,12 +434,6 @@ class RunCard(Callback):
             except OmegaConfBaseException:  # a resolver only the run's own process had
                 return OmegaConf.to_yaml(config)
         return OmegaConf.to_yaml(OmegaConf.create(model.run_config or {}))
-
-
-def _overrides() -> list[str]:
-    from hydra.core.hydra_config import HydraConfig
-
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
 # --- Files ----------------------------------------------------------------------------------------

@@ -139,7 +139,7 @@ def check_options(cfg: DictConfig) -> None:
 
 def explain(cfg: DictConfig) -> Derivation:
     """Train ``cfg.step`` steps (none by default), then derive the gradients of the next batch."""
-    from backprop_lab.training.run import build
+    from backprop_lab.training.build import build
 
     check_options(cfg)
     step = cfg.step

@@ -29,6 +29,7 @@ from backprop_lab import files
 from backprop_lab.data import csvfile
 from backprop_lab.errors import BackpropLabError, CheckpointError, ConfigError
 from backprop_lab.models import build_model
+from backprop_lab.rows import as_rows, format_row
 from backprop_lab.training import checkpoints
 
 CHECKPOINT_IN_RUN_DIR = Path("checkpoints") / "last.ckpt"
@@ -48,36 +49,6 @@ class Predictions:
     output_names: list[str]
     #: The CSV's rows as read (every column, as text), when the inputs came from a CSV.
     csv_rows: list[dict[str, str]] | None = None
-
-
-def as_rows(inputs: Any) -> list[list[float]] | None:
-    """``4.0`` or ``[4.0]`` -> ``[[4.0]]``; ``[[0.5, 0.3]]`` stays: one list of features per row."""
-    if inputs is None:
-        return None
-    if OmegaConf.is_config(inputs):
-        inputs = OmegaConf.to_container(inputs)
-    if isinstance(inputs, (int, float)):
-        inputs = [inputs]
-    try:
-        if isinstance(inputs, str):
-            raise TypeError
-        return [
-            [float(v) for v in r] if isinstance(r, (list, tuple)) else [float(r)] for r in inputs
-        ]
-    except (TypeError, ValueError):
-        raise BackpropLabError(
-            f"inputs must be numbers: one per row, x=[4.0, 5.0], or a list of features per row, "
-            f"x=[[0.5, 0.3]]; got {inputs!r}"
-        ) from None
-
-
-def format_prediction(values: Any) -> str:
-    """``[4.0]`` -> ``4.0``, ``[0.5, 0.3]`` -> ``(0.5, 0.3)``, as train.py prints predictions."""
-    if isinstance(values, (list, tuple)):
-        if len(values) == 1:
-            return repr(values[0])
-        return "(" + ", ".join(map(repr, values)) + ")"
-    return repr(values)
 
 
 def choose_device(device: str = "auto") -> torch.device:
@@ -285,7 +256,7 @@ def render(predictions: Predictions, show: int = 20, written: Path | None = None
     ]
     shown = predictions.inputs if show < 0 else predictions.inputs[:show]
     lines += [
-        f"x={format_prediction(x)} -> {format_prediction(y)}"
+        f"x={format_row(x)} -> {format_row(y)}"
         for x, y in zip(shown, predictions.outputs, strict=False)
     ]
     hidden = len(predictions.inputs) - len(shown)

@@ -1,0 +1,154 @@
+"""What a run leaves behind: summary.json, metrics.csv, the HParams values, the console report."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from backprop_lab import files
+from backprop_lab.callbacks import best_epoch
+from backprop_lab.config import task_overrides
+from backprop_lab.dashboard import render
+from backprop_lab.rows import format_row
+
+#: Hyperparameters shown in TensorBoard's HParams tab for every run (besides its overrides).
+HPARAM_KEYS = (
+    "optimizer.lr",
+    "optimizer.momentum",
+    "optimizer.weight_decay",
+    "data.batch_size",
+    "trainer.max_epochs",
+    "loss.l2",
+    "model.gradients",
+    "seed",
+)
+
+
+def write_run_files(cfg, summary, model, trainer, output_dir: Path, started) -> str | None:
+    """metrics.csv, then summary.json, each written whole (files.write_atomic), so a crash or a
+    full disk never leaves a summary that says ``finished`` beside a metrics.csv cut short.
+
+    Returns None, or what could not be written and why (the caller decides whether that is the
+    run's error or a note beside it)."""
+    summary.update(_results(cfg, model, trainer, output_dir, started))
+    try:
+        if model is not None and model.history:
+            files.write_atomic(output_dir / "metrics.csv", _history_csv(model.history))
+        files.write_atomic(output_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    except OSError as error:
+        reason = "no space left on the device" if files.is_disk_full(error) else error.strerror
+        return f"summary.json and metrics.csv were not written ({reason})"
+    return None
+
+
+def finish_run_files(cfg, summary, model, trainer, output_dir: Path, started) -> None:
+    """:func:`write_run_files` for a run that has not failed: a file not written fails it."""
+    not_written = write_run_files(cfg, summary, model, trainer, output_dir, started)
+    if not_written:
+        raise files.DiskFull(f"{output_dir}: {not_written}; free some space and run again")
+
+
+def kept(output_dir: Path) -> str:
+    """Where a stopped run's files are (the second line of its error)."""
+    last = output_dir / "checkpoints" / "last.ckpt"
+    kept = f"; its last checkpoint: {last}" if last.is_file() else "; no checkpoint was saved yet"
+    return f"the run's files (summary.json, logs) are in {output_dir}{kept}"
+
+
+def _results(cfg, model, trainer, output_dir: Path, started: float) -> dict[str, Any]:
+    results: dict[str, Any] = {"output_dir": str(output_dir), "seed": cfg.seed}
+    if model is not None:
+        results["model"] = type(model).__name__
+        results["final_loss"] = float(model.last_loss) if model.last_loss is not None else None
+        results["parameters"] = model.scalar_values()
+        results["final_metrics"] = model.history[-1] if model.history else {}
+        results["best"] = best_epoch(model.history, cfg.objective.metric, cfg.objective.mode)
+    if trainer is not None:
+        results["device"] = device_name(trainer.strategy.root_device)
+        results["precision"] = str(trainer.precision)
+        results["epochs"] = trainer.current_epoch
+        results["steps"] = trainer.global_step
+    results["wall_time_s"] = round(time.perf_counter() - started, 3)
+    return results
+
+
+def report(summary: dict[str, Any]) -> str:
+    """The console report: predictions before and after (as the seeds print), the final results,
+    then where to look: the loss curve, the checkpoint, TensorBoard, and last the run's dir."""
+    lines = []
+    inputs = summary.get("predict_at")
+    if inputs and summary.get("predictions_after") is not None:
+        for when in ("before", "after"):
+            preds = summary[f"predictions_{when}"]
+            if preds is None:  # resumed with other predict_at inputs: none from before training
+                continue
+            shown = ", ".join(
+                f"x={format_row(x)} -> {format_row(p)}" for x, p in zip(inputs, preds, strict=True)
+            )
+            lines.append(f"predict ({when} training): {shown}")
+    lines.append(f"final loss: {summary['final_loss']!r}")
+    final = {k: v for k, v in (summary.get("final_metrics") or {}).items() if "/" in k}
+    if final:
+        lines.append("final metrics: " + ", ".join(f"{k}={v:.6g}" for k, v in final.items()))
+    best = summary.get("best")
+    if best:
+        lines.append(f"best epoch: {best['epoch']} ({best['metric']}={best['value']:.6g})")
+    lines += [
+        "parameters: " + ", ".join(f"{k}={v:.6g}" for k, v in summary["parameters"].items()),
+        f"device: {summary['device']}",
+        f"epochs: {summary['epochs']}, steps: {summary['steps']}"
+        + (f", {summary['wall_time_s']:.2f} s" if summary.get("wall_time_s") is not None else ""),
+    ]
+    out = Path(summary["output_dir"])
+    for label, path in (
+        ("loss curve", out / "loss_curve.png"),
+        ("checkpoint", out / "checkpoints" / "last.ckpt"),
+    ):
+        if path.is_file() or render.pending(path):
+            lines.append(f"{label}: {path}")
+    if any(out.glob("events.out.tfevents.*")):
+        lines.append(f"tensorboard: uv run tensorboard --logdir {out}")
+    lines.append(f"logs: {out}")
+    return "\n".join(lines)
+
+
+def _history_csv(history: list[dict[str, float]]) -> str:
+    columns = list(dict.fromkeys(k for row in history for k in row))
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(history)
+    return text.getvalue()
+
+
+def hparams(cfg: DictConfig) -> dict[str, Any]:
+    """The run's hyperparameters for the HParams tab: group choices, key values, overrides."""
+    hparams: dict[str, Any] = {}
+    if HydraConfig.initialized():
+        choices = HydraConfig.get().runtime.choices
+        hparams.update({g: choices.get(g) for g in ("model", "data", "loss", "optimizer")})
+    for key in HPARAM_KEYS:
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None:
+            hparams[key] = value
+    hparams.update(dict(o.split("=", 1) for o in task_overrides() if "=" in o))
+    return hparams
+
+
+def one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return f"{type(error).__name__}: {text}"
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.getdevice_name(device)})"
+    return str(device)
