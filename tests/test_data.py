@@ -12,6 +12,8 @@ from backprop_lab.data import (
     TensorBatches,
     read_csv,
 )
+from backprop_lab.errors import ConfigError
+from backprop_lab.training.build import build
 
 from conftest import ROOT
 
@@ -117,10 +119,43 @@ def test_synthetic_is_seeded_and_follows_its_polynomial():
     assert noisy.train_xy[1].std().item() == pytest.approx(0.5, rel=0.05)
 
 
-@pytest.mark.parametrize("kwargs", [{"batch_size": 0}, {"val_fraction": 1.0}])
-def test_bad_settings(kwargs):
-    with pytest.raises(DataError):
-        SyntheticDataModule(**kwargs)
+@pytest.mark.parametrize(
+    ("override", "words"),
+    [
+        ("data.batch_size=0", "data.batch_size must be a whole number >= 1, got 0"),
+        ("data.val_fraction=1.0", "data.val_fraction must be a number in [0, 1), got 1.0"),
+        ("data.n=0", "data.n must be a whole number >= 1, got 0"),
+    ],
+)
+def test_bad_settings_are_named_before_any_data_is_made(make_cfg, override, words):
+    with pytest.raises(ConfigError) as refused:
+        build(make_cfg("data=synthetic", override))
+    assert str(refused.value).startswith(words)
+
+
+def test_a_split_that_leaves_no_rows_is_named(make_cfg):
+    # What the settings alone cannot show: 0.1 of the seed's 3 rows is no row.
+    with pytest.raises(DataError, match=r"val_fraction=0.1 of 3 rows leaves no rows"):
+        build(make_cfg("data.val_fraction=0.1"))
+
+
+@pytest.mark.parametrize("precision", ["32", "64"])
+def test_synthetic_data_is_the_same_draws_in_either_precision(precision):
+    """x and the noise are drawn in float32 in every precision; a float64 run computes its
+    targets from them in float64."""
+    dtype = {"32": torch.float32, "64": torch.float64}[precision]
+    settings = dict(n=50, coefficients=[0.3, -1.1, 0.7], noise_std=0.1, seed=4)
+    ours = SyntheticDataModule(**settings, dtype=dtype)
+    ours.setup()
+    reference = SyntheticDataModule(**settings, dtype=torch.float32)
+    reference.setup()
+    x, y = ours.train_xy
+    assert x.dtype == y.dtype == dtype
+    assert torch.equal(x, reference.train_xy[0].to(dtype))
+    generator = torch.Generator().manual_seed(4)
+    torch.empty(50, 1).uniform_(-1.0, 1.0, generator=generator)
+    noise = torch.randn(50, 1, generator=generator).to(dtype)
+    assert torch.equal(y, ((0.3 * x - 1.1) * x + 0.7).add_(noise, alpha=0.1))
 
 
 @pytest.mark.parametrize("device", ["cpu", "meta"])

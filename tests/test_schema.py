@@ -128,7 +128,8 @@ BAD = [
     (
         ["optimizer._target_=torch.optim.Adamm"],
         [
-            "optimizer._target_ must be backprop_lab.training.optim.SGD or an optimizer of torch.optim"
+            "optimizer._target_ must be backprop_lab.training.optim.SGD or an optimizer of "
+            "torch.optim"
         ],
     ),
     (["optimizer._target_=os.system"], ["optimizer._target_ must be", "got os.system"]),
@@ -298,6 +299,7 @@ def test_good_explain_options(tmp_path):
 # --- through the entry points: exit status 1, one `error:` line, no traceback ------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("script", "args", "words"),
     [

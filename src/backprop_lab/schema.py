@@ -11,9 +11,10 @@ This adds what YAML cannot say, each failure one line that names the key and a v
   ``bool``), within the range of the dtype that trainer.precision trains in;
 - predict_at: rows as wide as the model's inputs.
 
-This is the one check of a config's values: the model constructors keep only a plain ValueError
-for a program that calls them wrongly. Classes are looked up only among the project's models and
-torch's optimizers, so a check runs no code a config names. The optimizer's arguments come first:
+This is the one check of a config's values: the model and data constructors repeat none of it,
+and check only what a config cannot show (the data's own values, the number of processes). Classes
+are looked up only among the project's models and torch's optimizers, so a check runs no code a
+config names. The optimizer's arguments come first:
 an Adam given momentum=2 is told that it takes no momentum, not that 2 is out of range.
 """
 
@@ -64,11 +65,6 @@ RULES: dict[str, Rule] = {
         lambda v: v is None or (is_whole(v) and 0 <= v <= SEED_MAX),
         f"a whole number or null, from 0 to {SEED_MAX} (2**32 - 1)",
         "seed=0",
-    ),
-    "keep_freed_memory_mb": (
-        lambda v: is_whole(v) and v >= 0,
-        "a whole number >= 0",
-        "keep_freed_memory_mb=256",
     ),
     "optimizer.lr": (lambda v: is_number(v) and v > 0, "a number > 0", "optimizer.lr=0.01"),
     "optimizer.momentum": (
@@ -320,7 +316,7 @@ def _check_model_values(cfg: DictConfig, cls: type) -> dict[str, int]:
                 f"model.{key} is not an argument of {cls.__name__}; its arguments are "
                 f"{', '.join(keys)}"
             )
-    defaults = inspect.signature(cls.__init__).parameters
+    defaults = inspect.signature(cls).parameters
     dtype = training_dtype(OmegaConf.select(cfg, "trainer.precision", default=None))
     sizes: dict[str, int] = {}
     origin: dict[str, str] = {}  # the key that set each named size, in words, for the message
@@ -352,9 +348,10 @@ def _shape(value: Any) -> tuple[int, ...] | None:
     if not isinstance(value, list):
         return ()
     shapes = {_shape(v) for v in value}
-    if None in shapes or len(shapes) > 1:
+    inner = next(iter(shapes), ())
+    if inner is None or len(shapes) > 1:
         return None
-    return (len(value), *next(iter(shapes), ()))
+    return (len(value), *inner)
 
 
 def _leaves(value: Any) -> list[Any]:
@@ -386,8 +383,11 @@ def _example(spec: Numbers, sizes: dict[str, int], default: Any) -> str:
     """The class's default where it has the sizes required, else numbers of the right shape."""
     shape = _sizes(spec, sizes)
     got = _shape(default) if default is not None else None
-    same_rank = got is not None and len(got) == len(shape)
-    if same_rank and all(want in (None, size) for want, size in zip(shape, got, strict=True)):
+    if (
+        got is not None
+        and len(got) == len(shape)
+        and all(want in (None, size) for want, size in zip(shape, got, strict=True))
+    ):
         return _override(default)
     value: Any = 0.1
     for size in reversed(shape):

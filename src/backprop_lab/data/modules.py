@@ -12,6 +12,7 @@ import math
 import secrets
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -116,10 +117,7 @@ class TensorDataModule(pl.LightningDataModule):
         dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
-        if batch_size < 1:
-            raise DataError(f"data.batch_size must be at least 1, got {batch_size}")
-        if not 0.0 <= val_fraction < 1.0:
-            raise DataError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+        # schema.py checks the settings' ranges; what needs the data is checked where it is read.
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.val_fraction = val_fraction
@@ -149,6 +147,7 @@ class TensorDataModule(pl.LightningDataModule):
 
     def _shapes(self) -> tuple[int, int]:
         self.setup("fit")
+        assert self.train_xy is not None  # setup made it
         x, y = self.train_xy
         return x.shape[1], y.shape[1]
 
@@ -175,11 +174,12 @@ class TensorDataModule(pl.LightningDataModule):
         where a hash of 10^7 rows would take ~60 ms): it tells another file or another ordering
         apart, not every edited cell of a large file."""
         self.setup("fit")
+        assert self.train_xy is not None  # setup made it
         digest = hashlib.blake2b(digest_size=12)
         for split in (self.train_xy, self.val_xy):
             for t in split or ():
                 sample = t[:: max(1, len(t) // 4096)].detach().cpu().contiguous()
-                digest.update(memoryview(sample.numpy()).cast("B"))
+                digest.update(sample.numpy().tobytes())
         return {
             "train_rows": len(self.train_xy[0]),
             "val_rows": len(self.val_xy[0]) if self.val_xy is not None else 0,
@@ -190,6 +190,7 @@ class TensorDataModule(pl.LightningDataModule):
         }
 
     def train_dataloader(self) -> TensorBatches:
+        assert self.train_xy is not None  # Lightning calls setup first
         self.train_xy = self._on_device(self.train_xy)
         self._train_batches = TensorBatches(
             *self.train_xy, self.batch_size, self.shuffle, self.seed, **self._shard()
@@ -225,7 +226,7 @@ class TensorDataModule(pl.LightningDataModule):
             return xy
         return xy[0].to(device), xy[1].to(device)
 
-    def _shard(self) -> dict[str, int]:
+    def _shard(self) -> dict[str, Any]:
         trainer = self.trainer
         return {"rank": trainer.global_rank, "world_size": trainer.world_size} if trainer else {}
 
@@ -271,28 +272,31 @@ class SyntheticDataModule(TensorDataModule):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        if n < 1:
-            raise DataError(f"data.n must be at least 1, got {n}")
         self.n = n
         self.coefficients = list(coefficients)
         self.noise_std = noise_std
         self.x_range = tuple(x_range)
 
     def load(self) -> tuple[Tensor, Tensor]:
+        """x and the noise drawn in float32, so every precision trains on the same draws; y
+        computed from them in float64 for a float64 run (float32 for the narrower dtypes)."""
         generator = torch.Generator().manual_seed(self.seed)
         low, high = self.x_range
         x = torch.empty(self.n, 1).uniform_(low, high, generator=generator)
+        x = x.to(torch.promote_types(self.dtype, torch.float32))
         y = torch.zeros_like(x)
         for c in self.coefficients:  # Horner's rule, in place: no temporaries of n rows per power
             y.mul_(x).add_(c)
         if self.noise_std:
             y.add_(torch.randn(self.n, 1, generator=generator), alpha=self.noise_std)
+        x, y = x.to(self.dtype), y.to(self.dtype)
         if not torch.isfinite(y).all():
             raise DataError(
-                f"the synthetic targets overflow float32 (coefficients {self.coefficients} over "
-                f"x in {list(self.x_range)}, noise_std {self.noise_std}); use smaller ones"
+                f"the synthetic targets overflow {str(self.dtype).removeprefix('torch.')} "
+                f"(coefficients {self.coefficients} over x in {list(self.x_range)}, noise_std "
+                f"{self.noise_std}); use smaller ones"
             )
-        return x.to(self.dtype), y.to(self.dtype)  # the same draws in every precision
+        return x, y
 
 
 def read_csv(

@@ -7,9 +7,10 @@ rule (``backward_by_hand``) and the seed's names for its parameters. Everything 
 trains with the hand-derived gradients through Lightning's manual optimisation.
 
 Logging is kept off the hot path: per-step values go straight to the loggers every
-``trainer.log_every_n_steps`` steps, and the epoch's loss and metrics are accumulated on the device
-as a few sums and logged once per epoch, also straight to the loggers (``self.log`` costs ~0.25 ms
-a call; a 300-step run would spend more time logging than training). benchmarks/ measures it.
+``trainer.log_every_n_steps`` steps (``self.log`` costs ~0.25 ms a call; a 300-step run would
+spend more time logging than training), and the epoch's loss and metrics are summed on the device
+by a torchmetrics Metric (training/metrics.py) and logged with ``self.log_dict`` once per epoch.
+benchmarks/ measures it.
 """
 
 from __future__ import annotations
@@ -18,165 +19,22 @@ import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
-from typing import Any
+from typing import cast
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.strategies import Strategy
+from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from backprop_lab.errors import Diverged
+from backprop_lab.training.metrics import EpochMetrics
 from backprop_lab.training.objective import Objective
 from backprop_lab.training.optim import SGD
 
 Batch = tuple[Tensor, Tensor]
 #: One path of the chain rule: (symbol of a local derivative, its value per row of the batch).
 Path = list[tuple[str, Tensor]]
-GRADIENT_MODES = ("autograd", "manual")
-
-
-class _SplitMetrics(nn.Module):
-    """Loss, MSE, MAE and R^2 of one split over an epoch, from a few sums.
-
-    The sums, in one float64 vector: the loss times the rows, |y_hat - y| and, per output column,
-    (y_hat - y)^2, y and y^2. Small batches are held and summed together once ``hold_rows`` rows
-    have come (a step of one row then costs a list append, not ten tensor operations); a large
-    batch is summed at once, taking the squared and absolute errors from the step's own loss
-    where it has them (``known``: an MSE or MAE term), so the default MSE objective costs it two
-    passes over y and one over y_hat - y. torchmetrics' MeanSquaredError, MeanAbsoluteError and
-    R2Score take about twelve passes and ~0.13 ms a step on one row, ~20 ms on 2^18 rows: more
-    than the step itself (benchmarks/run.py measures it). ``compute`` gives what those metrics
-    give, from the sums of every process under data-parallel training; R^2 only for epochs of two
-    rows or more.
-    """
-
-    def __init__(self, hold_rows: int = 1024) -> None:
-        super().__init__()
-        self.register_buffer("sums", torch.zeros(0, dtype=torch.float64), persistent=False)
-        self.rows = 0
-        self.hold_rows = hold_rows
-        self._held: list[tuple[Tensor, Tensor, Tensor]] = []
-        self._held_rows = 0
-        self._scales: dict[tuple, Tensor] = {}
-
-    def update(
-        self, loss: Tensor, y_hat: Tensor, y: Tensor, known: Mapping[str, Tensor] = {}
-    ) -> None:
-        self.rows += len(y)
-        if len(y) >= self.hold_rows:
-            self._add(loss.detach(), len(y), y_hat.detach(), y, known)
-            return
-        self._held.append((loss.detach(), y_hat.detach(), y))
-        self._held_rows += len(y)
-        if self._held_rows >= self.hold_rows:
-            self._add_held()
-
-    def _add_held(self) -> None:
-        if not self._held:
-            return
-        losses, y_hats, ys = zip(*self._held, strict=True)
-        loss = torch.stack(losses)
-        loss_sum = (loss * loss.new_tensor([len(y) for y in ys])).sum()
-        self._add(loss_sum, 1, torch.cat(y_hats), torch.cat(ys))
-        self._held, self._held_rows = [], 0
-
-    def _add(
-        self,
-        loss: Tensor,
-        loss_rows: int,
-        y_hat: Tensor,
-        y: Tensor,
-        known: Mapping[str, Tensor] = {},
-    ) -> None:
-        """Add a batch's sums: ``loss * loss_rows``, then the errors and the targets' moments.
-
-        Means the step already has (the loss, a known MSE or MAE) are added as they are and
-        scaled to sums in the one ``addcmul_`` that accumulates, by a vector cached per batch
-        shape. Over the batch: one difference, its absolute values summed in place
-        (``F.l1_loss`` takes three passes: ~0.1 ms on 2^18 rows, ~1.5 ms on 2^18 x 2), the
-        column sums of y, and the columns' sums of squares (a BLAS dot for a single column).
-        """
-        n, columns = y.shape[0], y.shape[1]
-        squares_known = "mse" in known and columns == 1
-        diff = None if squares_known and "mae" in known else y_hat - y
-        # The step's MSE for one column; else per output column, as R^2 needs them.
-        squared_error = known["mse"].detach().view(1) if squares_known else _column_dots(diff)
-        abs_error = known["mae"].detach().view(1) if "mae" in known else diff.abs_().sum().view(1)
-        sums = torch.cat((loss.view(1), abs_error, squared_error, y.sum(0), _column_dots(y)))
-        mae_rows = n * columns if "mae" in known else 1
-        key = (loss_rows, mae_rows, n if squares_known else 1, len(sums), sums.device)
-        scale = self._scales.get(key)
-        if scale is None:
-            if len(self._scales) > 16:  # batch shapes come and go (the held path): keep a few
-                self._scales.clear()
-            scale = torch.ones(len(sums), dtype=torch.float64, device=sums.device)
-            scale[:3] = scale.new_tensor([loss_rows, mae_rows, n if squares_known else 1])
-            self._scales[key] = scale
-        if len(self.sums) != len(sums):
-            self.sums = torch.zeros(len(sums), dtype=torch.float64, device=sums.device)
-        self.sums.addcmul_(sums, scale)
-
-    def compute(self, prefix: str, strategy: Strategy | None = None) -> dict[str, Tensor]:
-        """The epoch's values: loss_epoch, mse, mae and (two rows or more) r2."""
-        self._add_held()
-        sums, rows = self.sums, self.rows
-        if strategy is not None and strategy.world_size > 1:
-            sums = strategy.reduce(torch.cat((sums, sums.new_tensor([rows]))), reduce_op="sum")
-            sums, rows = sums[:-1], int(sums[-1])
-        if not rows:
-            return {}
-        # A few float64 numbers: plain Python arithmetic (~10 us), not a dozen tensor ops (~0.15 ms
-        # at every epoch end, a tenth of a seed epoch).
-        values = sums.tolist()
-        loss, abs_error, columns = values[0], values[1], values[2:]
-        n = len(columns) // 3
-        squared_error, y_sum, y_squares = columns[:n], columns[n : 2 * n], columns[2 * n :]
-        out = {
-            f"{prefix}/loss_epoch": loss / rows,
-            f"{prefix}/mse": sum(squared_error) / n / rows,
-            f"{prefix}/mae": abs_error / n / rows,
-        }
-        if rows >= 2:
-            total = [sq - s * s / rows for s, sq in zip(y_sum, y_squares, strict=True)]
-            out[f"{prefix}/r2"] = _r2(squared_error, total)
-        return {name: torch.tensor(value, dtype=torch.float32) for name, value in out.items()}
-
-    def reset(self) -> None:
-        self.sums = self.sums[:0]
-        self.rows = 0
-        self._held, self._held_rows = [], 0
-
-    def state(self) -> dict[str, Any]:
-        """The sums so far and the batches held, for a checkpoint: a run resumed from the middle
-        of an epoch ends that epoch with the metrics of all its steps, bit for bit."""
-        return {"sums": self.sums, "rows": self.rows, "held": [list(h) for h in self._held]}
-
-    def load_state(self, state: Mapping[str, Any]) -> None:
-        device = self.sums.device
-        self.sums = state["sums"].to(device)
-        self.rows = int(state["rows"])
-        self._held = [tuple(t.to(device) for t in h) for h in state["held"]]
-        self._held_rows = sum(len(h[2]) for h in self._held)
-
-
-def _column_dots(t: Tensor) -> Tensor:
-    """The sum of squares of each column of a 2-D tensor: one BLAS dot for a single column
-    (~20 us on 2^18 rows; ``vecdot`` multiplies, then sums: ~5x that)."""
-    if t.shape[1] == 1:
-        flat = t.reshape(-1)
-        return torch.dot(flat, flat).view(1)
-    return torch.linalg.vecdot(t, t, dim=0)
-
-
-def _r2(residual: Sequence[float], total: Sequence[float]) -> float:
-    """R^2 = 1 - RSS/TSS per output column, averaged, as torchmetrics' R2Score gives it: 1 where
-    RSS is ~0, else 0 where TSS is ~0 (constant targets missed)."""
-    per_column = [
-        1.0 if abs(rss) <= 1e-4 else 0.0 if abs(tss) <= 1e-4 else 1 - rss / tss
-        for rss, tss in zip(residual, total, strict=True)
-    ]
-    return sum(per_column) / len(per_column)
 
 
 class SeedModel(pl.LightningModule):
@@ -199,16 +57,17 @@ class SeedModel(pl.LightningModule):
         objective: Objective | None = None,
         optimizer: Callable[[Iterable[nn.Parameter]], Optimizer] | None = None,
         gradients: str = "autograd",
+        outputs: int = 1,
     ) -> None:
+        """``gradients`` is "autograd" or "manual" (schema.py checks a config's); ``outputs`` is
+        the number of output columns, which the epoch metrics keep sums for."""
         super().__init__()
-        if gradients not in GRADIENT_MODES:
-            raise ValueError(f"model.gradients must be one of {GRADIENT_MODES}, got '{gradients}'")
         self.objective = objective or Objective()
         self.optimizer_factory = optimizer or partial(SGD, lr=0.01)
         self.gradients = gradients
-        self.automatic_optimization = gradients == "autograd"
-        self.train_metrics = _SplitMetrics()
-        self.val_metrics = _SplitMetrics()
+        self.automatic_optimization = gradients != "manual"
+        self.train_metrics = EpochMetrics("train", outputs)
+        self.val_metrics = EpochMetrics("val", outputs)
         self.last_loss: Tensor | None = None
         #: One row per training epoch: epoch, step and every epoch-level metric (train and val).
         self.history: list[dict[str, float]] = []
@@ -280,14 +139,14 @@ class SeedModel(pl.LightningModule):
             y_hat, loss, parts = self.compute_loss(batch)
         else:
             y_hat, loss, parts, grads = self.hand_gradients(batch)
-            optimizer = self.optimizers()
+            optimizer = cast(LightningOptimizer, self.optimizers())  # this module makes one
             for name, param in self.trainable().items():
                 param.grad = grads[name]
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         if not math.isfinite(loss.item()):  # .item(): ~1 us on the CPU, torch.isfinite ~6 us
             self._diverged(loss)
-        self.train_metrics.update(loss, y_hat, batch[1], self.objective.data_terms(loss, parts))
+        self.train_metrics.update(loss, y_hat, batch[1])
         self.last_loss = loss.detach()
         if self._is_log_step():
             self._log_now({"train/loss": loss, **{f"train/{k}": v for k, v in parts.items()}})
@@ -311,16 +170,14 @@ class SeedModel(pl.LightningModule):
         )
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        y_hat, loss, parts = self.compute_loss(batch)
-        self.val_metrics.update(loss, y_hat, batch[1], self.objective.data_terms(loss, parts))
+        y_hat, loss, _ = self.compute_loss(batch)
+        self.val_metrics.update(loss, y_hat, batch[1])
 
     def on_train_epoch_end(self) -> None:
-        metrics = self.train_metrics.compute("train", self.trainer.strategy)
-        self.train_metrics.reset()
-        params = {f"params/{k}": v for k, v in self.scalar_values().items()}
-        self._log_epoch(metrics, epoch=self.current_epoch, **params)
+        self._log_epoch(self.train_metrics)
+        self._log_now({f"params/{k}": v for k, v in self.scalar_values().items()})
         # Validation ran before this hook: callback_metrics hold this epoch's train and val values.
-        row = {"epoch": self.current_epoch, "step": self.global_step}
+        row: dict[str, float] = {"epoch": self.current_epoch, "step": self.global_step}
         row.update(
             {k: float(v) for k, v in self.trainer.callback_metrics.items() if v.numel() == 1}
         )
@@ -328,8 +185,7 @@ class SeedModel(pl.LightningModule):
         self._history_lines.append(json.dumps(row))
 
     def on_validation_epoch_end(self) -> None:
-        self._log_epoch(self.val_metrics.compute("val", self.trainer.strategy))
-        self.val_metrics.reset()
+        self._log_epoch(self.val_metrics)
 
     def on_train_end(self) -> None:
         # Under data-parallel training each process saw its share of the last batch: the final
@@ -339,14 +195,14 @@ class SeedModel(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Besides Lightning's state: the run's config, and what a resumed run needs to report as
-        the whole run did (history, the epoch's sums so far, the last loss, the predictions
-        before training, the data it trains on). Plain values and tensors only."""
+        the whole run did (history, the last loss, the predictions before training, the data it
+        trains on). Plain values and tensors only; the epoch's metric sums so far are in the
+        state_dict, as persistent torchmetrics states."""
         if self.run_config is not None:
             checkpoint["run_config"] = self.run_config
-        datamodule = self.trainer.datamodule
+        datamodule = self.trainer.datamodule  # type: ignore[attr-defined]  # set by fit
         checkpoint["run_state"] = {
             "history": "\n".join(self._history_lines),
-            "train_metrics": self.train_metrics.state(),
             "last_loss": None if self.last_loss is None else float(self.last_loss),
             "predictions_before": self.predictions_before,
             "data": datamodule.fingerprint() if hasattr(datamodule, "fingerprint") else None,
@@ -358,7 +214,6 @@ class SeedModel(pl.LightningModule):
             return
         self._history_lines = state["history"].split("\n") if state["history"] else []
         self.history = [json.loads(line) for line in self._history_lines]
-        self.train_metrics.load_state(state["train_metrics"])
         if state["last_loss"] is not None:
             self.last_loss = torch.tensor(state["last_loss"], dtype=torch.float64)
         self.predictions_before = state["predictions_before"]
@@ -395,26 +250,31 @@ class SeedModel(pl.LightningModule):
 
     # --- logging helpers ------------------------------------------------------------------------
     def _is_log_step(self) -> bool:
-        every = self.trainer.log_every_n_steps if self._trainer is not None else 0
-        return bool(self.loggers) and every > 0 and self.global_step % every == 0
+        """Every ``trainer.log_every_n_steps`` steps, counted across epochs, when there are loggers
+        (none without a trainer)."""
+        if not self.loggers:
+            return False
+        every = self.trainer.log_every_n_steps  # type: ignore[attr-defined]  # set by __init__
+        return every > 0 and self.global_step % every == 0
 
     def _log_now(self, metrics: Mapping[str, Tensor | float]) -> None:
-        """Write scalars to every logger at the current step, without ``self.log``'s bookkeeping."""
+        """Scalars to every logger at the current step, without ``self.log``'s bookkeeping: the
+        per-step values at an interval and the parameters once an epoch, as Lightning's own
+        LearningRateMonitor writes its values."""
         if not self.loggers:
             return
         values = {k: float(v.detach()) if isinstance(v, Tensor) else v for k, v in metrics.items()}
         for logger in self.loggers:
             logger.log_metrics(values, step=self.global_step)
 
-    def _log_epoch(self, metrics: dict[str, Tensor], **also: float | Tensor) -> None:
-        """An epoch's metrics to the loggers, and into ``trainer.callback_metrics`` as ``self.log``
-        would put them there for callbacks (EarlyStopping, ModelCheckpoint's ``monitor``).
-
-        ``self.log`` costs ~0.25 ms a call: with four metrics, more than a seed's three-step epoch.
-        The metrics are already the whole epoch's, summed over every process.
-        """
-        self.trainer.callback_metrics.update(metrics)
-        self._log_now({**metrics, **also})
+    def _log_epoch(self, metrics: EpochMetrics) -> None:
+        """An epoch's metrics, to the loggers and ``trainer.callback_metrics`` (EarlyStopping,
+        ModelCheckpoint's ``monitor``), then reset for the next epoch. The values are already the
+        whole epoch's over every process (torchmetrics sums the states), so ``sync_dist`` only
+        tells Lightning so: the mean of equal values."""
+        values = metrics.compute()
+        metrics.reset()
+        self.log_dict(values, sync_dist=True)
 
 
 def _floats(scalars: Mapping[str, Tensor]) -> dict[str, float]:
@@ -423,19 +283,11 @@ def _floats(scalars: Mapping[str, Tensor]) -> dict[str, float]:
 
 
 def as_parameter(values: float | Sequence, *, trainable: bool = True) -> nn.Parameter:
-    """A float32 parameter from a config value (a number or nested list).
+    """A parameter made from a config value (a number or nested list) in the default dtype.
 
-    A value beyond float32's range (±3.4e38) keeps the parameter in float64, so that
-    trainer.precision=64, which converts the model to float64, trains from it rather than from
-    inf. schema.py rejects such a value for any other precision, naming its key.
+    The training dtype is the default one where the model is built (``trainer.init_module()``
+    sets float64 under trainer.precision=64), so 0.35 becomes the float64 nearest 0.35, not a
+    float32 widened (0.3499999940395355). schema.py has checked that the values fit that dtype.
     """
-    try:
-        exact = torch.as_tensor(values, dtype=torch.float64)
-    except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float64
-        raise ValueError(
-            f"parameter values must be numbers or lists of numbers, got {values!r}"
-        ) from None
-    tensor = exact.to(torch.float32)
-    if exact.isfinite().all() and not tensor.isfinite().all():
-        tensor = exact
+    tensor = torch.tensor(values, dtype=torch.get_default_dtype())
     return nn.Parameter(tensor, requires_grad=trainable)

@@ -28,8 +28,6 @@ class LinearRegression(SeedModel):
         self.save_hyperparameters("w", "bias", "b")
         self.w = as_parameter([w])
         self.b = as_parameter([b]) if bias else None
-        if self.w.shape != (1,) or (self.b is not None and self.b.shape != (1,)):
-            raise ValueError(f"w and b must be single numbers, got w={w!r}, b={b!r}")
 
     def forward(self, x: Tensor) -> Tensor:
         y_hat = x * self.w

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from backprop_lab.models.base import Path, SeedModel, as_parameter
 from backprop_lab.schema import Numbers
@@ -52,21 +52,18 @@ class SigmoidNet(SeedModel):
         train_bias: bool = True,
         **kwargs,
     ) -> None:
-        super().__init__(**kwargs)
+        # The epoch metrics keep sums per output: one output per row of output_weight.
+        super().__init__(outputs=len(output_weight), **kwargs)
         self.save_hyperparameters(
             "hidden_weight", "output_weight", "hidden_bias", "output_bias", "train_bias"
         )
-        self.W1 = _matrix(hidden_weight, "hidden_weight")
-        self.W2 = _matrix(output_weight, "output_weight")
-        hidden, self.in_features = self.W1.shape
-        self.out_features, w2_in = self.W2.shape
-        if w2_in != hidden:
-            raise ValueError(
-                f"output_weight has {w2_in} column(s) but there are {hidden} hidden units: "
-                "it needs one column per hidden unit"
-            )
-        self.b1 = _bias(hidden_bias, hidden, "hidden_bias", train_bias)
-        self.b2 = _bias(output_bias, self.out_features, "output_bias", train_bias)
+        # schema.py has checked that the shapes fit together (config_values' named sizes).
+        self.W1 = as_parameter(hidden_weight)
+        self.W2 = as_parameter(output_weight)
+        self.in_features = self.W1.shape[1]
+        self.out_features = self.W2.shape[0]
+        self.b1 = _bias(hidden_bias, train_bias)
+        self.b2 = _bias(output_bias, train_bias)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.layers(x)[-1]
@@ -160,22 +157,5 @@ class SigmoidNet(SeedModel):
         return names
 
 
-def _matrix(values: Matrix, name: str):
-    try:
-        matrix = as_parameter(values)
-    except ValueError:
-        matrix = None
-    if matrix is None or matrix.ndim != 2 or 0 in matrix.shape:
-        raise ValueError(
-            f"{name} must be a non-empty rectangular matrix (a list of rows), got {values!r}"
-        )
-    return matrix
-
-
-def _bias(values: Sequence[float] | None, size: int, name: str, trainable: bool):
-    if values is None:
-        return None
-    bias = as_parameter(values, trainable=trainable)
-    if bias.shape != (size,):
-        raise ValueError(f"{name} needs {size} value(s), one per unit, got {values!r}")
-    return bias
+def _bias(values: Sequence[float] | None, trainable: bool) -> nn.Parameter | None:
+    return None if values is None else as_parameter(values, trainable=trainable)

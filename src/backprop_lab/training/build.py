@@ -2,23 +2,29 @@
 
 Every ``_target_`` goes through :func:`make`, so a setting a user can fix ends as one line
 naming its config section; models go through the allow-list of :mod:`backprop_lab.models`.
+The data comes first, then (in a run) the Trainer, then the model under the Trainer's
+``init_module()``: its parameters are made in the training dtype straight from the config's
+values (float64 under trainer.precision=64, not float32 widened) and on the training device.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, cast
 
+import lightning.pytorch as pl
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
-from backprop_lab import schema
+from backprop_lab import models, schema
 from backprop_lab.data import DataError, TensorDataModule
 from backprop_lab.errors import BackpropLabError, ConfigError
-from backprop_lab.models import SeedModel, build_model
+from backprop_lab.models import SeedModel
 
 log = logging.getLogger(__name__)
 
@@ -42,18 +48,33 @@ def make(section: str, node: DictConfig, **kwargs: Any) -> Any:
         raise
 
 
-def build(cfg: DictConfig) -> tuple[TensorDataModule, SeedModel]:
-    """Instantiate the data and the model from a config, and check that they fit each other."""
+def build(cfg: DictConfig, trainer: pl.Trainer | None = None) -> tuple[TensorDataModule, SeedModel]:
+    """The data and the model of a config, checked to fit each other (explain.py, tests); the
+    model under ``trainer.init_module()`` when a Trainer is given, else in the training dtype."""
+    datamodule = build_data(cfg)
+    return datamodule, build_model(cfg, datamodule, trainer)
+
+
+def build_data(cfg: DictConfig) -> TensorDataModule:
+    """The schema-checked config's data, read in the dtype the model trains in: a value that
+    dtype cannot hold is named as the file is read, not found as an inf loss at step 0."""
     schema.check(cfg)
-    # The data in the dtype the model trains in: a value that dtype cannot hold is named as the
-    # file is read, not found as an inf loss at step 0.
-    dtype = getattr(torch, schema.training_dtype(cfg.trainer.get("precision")))
-    datamodule: TensorDataModule = make("data", cfg.data, dtype=dtype)
-    model = build_model(
-        OmegaConf.to_container(cfg.model, resolve=True),
-        objective=make("loss", cfg.loss),
-        optimizer=make("optimizer", cfg.optimizer),
-    )
+    datamodule: TensorDataModule = make("data", cfg.data, dtype=_training_dtype(cfg))
+    datamodule.setup("fit")
+    return datamodule
+
+
+def build_model(
+    cfg: DictConfig, datamodule: TensorDataModule, trainer: pl.Trainer | None = None
+) -> SeedModel:
+    """The config's model for ``datamodule``, built under ``trainer.init_module()`` (in the
+    training dtype, on the training device) or, without a Trainer, in the training dtype."""
+    with trainer.init_module() if trainer is not None else _default_dtype(_training_dtype(cfg)):
+        model = models.build_model(
+            cast(dict[str, Any], OmegaConf.to_container(cfg.model, resolve=True)),
+            objective=make("loss", cfg.loss),
+            optimizer=make("optimizer", cfg.optimizer),
+        )
     model.run_config = {
         key: OmegaConf.to_container(cfg[key], resolve=True)
         for key in ("model", "loss", "optimizer", "data", "predict_at")
@@ -66,7 +87,22 @@ def build(cfg: DictConfig) -> tuple[TensorDataModule, SeedModel]:
             f"{model.out_features}. Set data.x_columns and data.y_columns to fit the model."
         )
     _warn_unreachable(datamodule, model)
-    return datamodule, model
+    return model
+
+
+def _training_dtype(cfg: DictConfig) -> torch.dtype:
+    return getattr(torch, schema.training_dtype(cfg.trainer.get("precision")))
+
+
+@contextmanager
+def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """Tensors made inside are of ``dtype``, as under ``trainer.init_module()`` (no Trainer yet)."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)
 
 
 def _warn_unreachable(datamodule: TensorDataModule, model: SeedModel) -> None:
@@ -74,6 +110,7 @@ def _warn_unreachable(datamodule: TensorDataModule, model: SeedModel) -> None:
     if model.output_range is None:
         return
     low, high = model.output_range
+    assert datamodule.train_xy is not None  # read by build_data
     y = datamodule.train_xy[1]
     outside = ((y <= low) | (y >= high)).nonzero().tolist()
     if outside:
