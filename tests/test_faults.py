@@ -52,7 +52,6 @@ BAD_CONFIG = [
     (["trainer.max_epochs=0"], ["trainer.max_epochs must be a whole number >= 1"]),
     (["callbacks.gradient_check.rtol=0"], ["callbacks.gradient_check.rtol must be a number > 0"]),
     (["seed=abc"], ["seed must be a whole number or null"]),
-    (["keep_freed_memory_mb=-1"], ["keep_freed_memory_mb must be a whole number >= 0, got -1"]),
     (["model.w=[1,2]"], ["model:", "3 coefficients", "[1, 2]"]),
     (["model=sigmoid_net", "model.hidden_weight=[[1,2],[3]]"], ["model:", "rectangular"]),
     (
@@ -97,6 +96,7 @@ def assert_clean_failure(result: subprocess.CompletedProcess, words: list[str]) 
     assert "final loss" not in result.stdout  # nothing that looks like a finished run
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("args", "words"), BAD_CONFIG, ids=[" ".join(a) for a, _ in BAD_CONFIG])
 def test_bad_config(tmp_path, args, words):
     result = cli(*args, cwd=tmp_path)
@@ -104,6 +104,7 @@ def test_bad_config(tmp_path, args, words):
     assert len([ln for ln in result.stderr.splitlines() if ln.startswith("error:")]) <= 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("text", "words"), BAD_DATA, ids=[w[0] for _, w in BAD_DATA])
 def test_bad_data(tmp_path, text, words):
     arg = f"data.train_csv={tmp_path / 'missing.csv'}" if text is None else csv_file(tmp_path, text)
@@ -111,6 +112,7 @@ def test_bad_data(tmp_path, text, words):
     assert_clean_failure(result, [*words, str(tmp_path)])
 
 
+@pytest.mark.slow
 def test_the_full_traceback_on_request(tmp_path):
     result = cli("optimizer.lr=-1", cwd=tmp_path, env={"HYDRA_FULL_ERROR": "1"})
     assert result.returncode == 1
@@ -126,11 +128,13 @@ def linear_run(tmp_path_factory) -> Path:
     return Path(result.stdout.split("logs: ")[-1].strip())
 
 
+@pytest.mark.slow
 def test_checkpoints_load_without_running_code(linear_run):
     checkpoint = torch.load(linear_run / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["run_config"]["model"]["_target_"].endswith("LinearRegression")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["missing", "not a checkpoint", "other model", "other shape"])
 def test_bad_checkpoint_paths(tmp_path, linear_run, kind):
     if kind == "missing":
@@ -151,10 +155,12 @@ def test_bad_checkpoint_paths(tmp_path, linear_run, kind):
     assert_clean_failure(cli(*args, cwd=tmp_path), words)
 
 
+@pytest.mark.slow
 def test_ckpt_path_last_without_runs(tmp_path):
     assert_clean_failure(cli("ckpt_path=last", cwd=tmp_path), ["no run under", "last.ckpt"])
 
 
+@pytest.mark.slow
 def test_unreachable_targets_warn_but_train(tmp_path):
     result = cli("model=sigmoid_net", "trainer.max_epochs=2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -162,6 +168,7 @@ def test_unreachable_targets_warn_but_train(tmp_path):
     assert "WARNING" in output and "outside (0, 1)" in output and "-0.07" in output
 
 
+@pytest.mark.slow
 def test_divergence_stops_with_the_step_and_keeps_the_last_finite_checkpoint(tmp_path):
     result = cli("model=quadratic", "optimizer.lr=1", cwd=tmp_path)
     assert_clean_failure(
@@ -177,6 +184,7 @@ def test_divergence_stops_with_the_step_and_keeps_the_last_finite_checkpoint(tmp
     assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_saves_a_checkpoint_and_exits_with_its_status(tmp_path, signum, code):
     worker = subprocess.Popen(
@@ -260,6 +268,7 @@ def test_interrupted_and_resumed_equals_uninterrupted_bit_for_bit(make_cfg, case
     assert math.isfinite(resumed["final_loss"])
 
 
+@pytest.mark.slow
 def test_ckpt_path_last_resumes_the_newest_run(tmp_path):
     first = cli("model=linear", "trainer.max_epochs=2", cwd=tmp_path)
     assert first.returncode == 0, first.stderr

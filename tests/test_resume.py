@@ -66,12 +66,22 @@ CASES = {
     ),
 }
 
+#: conf/model/*.yaml: every model's save and resume round trip, a model added there included.
+MODEL_CONFIGS = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml"))
+CASES.update(
+    {
+        f"crash, model={m}": ([f"model={m}", "trainer.max_epochs=6"], CrashAt(4))
+        for m in MODEL_CONFIGS
+    }
+)
+
 
 def metrics_csv(summary: dict) -> list[dict[str, str]]:
     with (Path(summary["output_dir"]) / "metrics.csv").open() as f:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_resumed_run_is_the_uninterrupted_run(make_cfg, case):
     args, stopper = CASES[case]

@@ -65,6 +65,7 @@ def done(study: optuna.Study) -> int:
 # ------------------------------------------------------------------ reproducible, never repeated
 
 
+@pytest.mark.slow
 def test_the_same_seed_run_alone_reproduces_the_same_trials(make_cfg):
     first = run_search(make_cfg, "search.n_trials=3", "seed=0", name="a")
     again = run_search(make_cfg, "search.n_trials=3", "seed=0", name="b")
@@ -122,6 +123,7 @@ def test_a_trial_started_alongside_another_worker_s_last_one_is_not_trained(
     assert not (tmp_path / "logs" / "searches" / "s" / "trial_2").exists()
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_study_without_repeating_a_trial(tmp_path):
     args = [
         sys.executable,
@@ -229,12 +231,31 @@ def test_the_default_search_config_passes_its_checks(make_cfg):
     check(make_cfg(config_name="search"))  # so each BAD case above fails for its own reason
 
 
+@pytest.mark.slow
 def test_a_bad_search_option_ends_the_command_in_one_line(tmp_path):
     result = cli(*TINY, "search.study_name=s", "search.n_trials=0", cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.startswith("error: search.n_trials must be a whole number >= 1, got 0")
     assert "Traceback" not in result.stderr and result.stderr.count("\n") <= 2
     assert not (tmp_path / "logs" / "searches" / "s" / "study.db").exists()  # nothing opened
+
+
+@pytest.mark.slow
+def test_a_trial_that_fails_for_a_reason_a_user_can_act_on_is_logged_in_one_line(tmp_path):
+    # Optuna logs a failed trial with its traceback; for a divergence its message says it all.
+    result = cli(
+        *TINY,
+        "search.study_name=s",
+        "search.n_trials=1",
+        "search.space.optimizer.lr.low=1000",
+        "search.space.optimizer.lr.high=10000",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "study 's': 1 fail" in result.stdout
+    failed = [ln for ln in result.stderr.splitlines() if "Trial 0 failed with parameters" in ln]
+    assert len(failed) == 1 and "Diverged('training diverged at step" in failed[0], result.stderr
+    assert "Traceback" not in result.stderr
 
 
 # ------------------------------------------------------------------ dead workers, Ctrl-C

@@ -47,7 +47,6 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from backprop_lab import schema
-from backprop_lab.callbacks import Callback
 from backprop_lab.errors import BackpropLabError, ConfigError, Interrupted, TrialPruned
 from backprop_lab.training.run import train
 
@@ -90,7 +89,12 @@ class _OneLineFailures(logging.Filter):
         return True
 
 
-logging.getLogger("optuna.study._optimize").addFilter(_OneLineFailures())
+# Optuna logs a trial's end from a module logger below its library logger "optuna", whose own
+# handler prints it (optuna.logging); a logger's filter sees only what is logged to that logger,
+# not what its children pass up, so the filter goes on the handlers that print Optuna's records.
+_ONE_LINE_FAILURES = _OneLineFailures()
+for _handler in logging.getLogger("optuna").handlers:
+    _handler.addFilter(_ONE_LINE_FAILURES)
 
 
 class _StopSearch(KeyboardInterrupt):
@@ -102,7 +106,7 @@ class _StopSearch(KeyboardInterrupt):
         self.interrupted = interrupted
 
 
-class PruneUnpromising(Callback):
+class PruneUnpromising(pl.Callback):
     """Reports each epoch's objective to the trial and stops the run when Optuna's pruner says so.
 
     An epoch's metrics are final only after the module's own epoch-end hook, which runs after
@@ -334,7 +338,7 @@ def parameters(space: Any, prefix: str = "") -> dict[str, DictConfig]:
         raise ConfigError(f"{where} must be {ENTRY}, got {space!r}; {SPACE_EXAMPLE}")
     found = {}
     for key, value in space.items():
-        name = f"{prefix}{key}"
+        name = f"{prefix}{key!s}"
         if not isinstance(value, DictConfig) or not value:
             raise ConfigError(
                 f"search.space.{name} must be {ENTRY}, got {value!r}; {SPACE_EXAMPLE}"
@@ -439,7 +443,7 @@ def database_url(cfg: DictConfig, search_dir: Path) -> str:
     shown = parsed.render_as_string(hide_password=True)
     try:
         dialect = parsed.get_dialect()
-        (getattr(dialect, "import_dbapi", None) or dialect.dbapi)()  # SQLAlchemy 2 / 1.4
+        dialect.import_dbapi()
     except NoSuchModuleError:
         raise ConfigError(
             f"search.storage={shown!r}: SQLAlchemy knows no database {parsed.drivername!r}; "

@@ -75,10 +75,6 @@ LAYOUT: tuple[tuple[tuple[str, ...], tuple[type, ...]], ...] = (
     (("run_config", "model"), (dict,)),
     (("run_state",), (dict, type(None))),
     (("run_state", "history"), (str,)),
-    (("run_state", "train_metrics"), (dict,)),
-    (("run_state", "train_metrics", "sums"), (torch.Tensor,)),
-    (("run_state", "train_metrics", "rows"), (int,)),
-    (("run_state", "train_metrics", "held"), (list,)),
     (("run_state", "last_loss"), (float, type(None))),
     (("run_state", "predictions_before"), (dict, type(None))),
     (("run_state", "data"), (dict, type(None))),
@@ -106,9 +102,6 @@ def _misshapen(checkpoint: dict[str, Any]) -> str | None:
         return "run_state.history is not JSON lines"
     if not all(isinstance(row, dict) for row in rows):
         return "run_state.history holds lines that are not records"
-    held = state.get("train_metrics", {}).get("held", [])
-    if not all(isinstance(h, list) and len(h) == 3 and all(map(torch.is_tensor, h)) for h in held):
-        return "run_state.train_metrics.held holds entries that are not 3 tensors"
     return None
 
 
