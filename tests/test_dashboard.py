@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch import Callback
+from lightning.pytorch.callbacks import ProgressBar as LightningProgressBar
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_plots import check_png
 
-from backprop_lab import dashboard
-from backprop_lab.dashboard import plots
+from backprop_lab.dashboard import figures, graph, plots, progress
 from backprop_lab.models import LinearRegression, QuadraticRegression, SigmoidNet
 
 SERVER_TIMEOUT_S = 120
@@ -107,6 +108,7 @@ def tensorboard(logdir: Path, log: Path, run: str) -> Iterator[TensorBoardServer
             process.wait(timeout=15)
 
 
+@pytest.mark.slow
 def test_tensorboard_serves_the_whole_dashboard_of_a_finished_run(run, tmp_path, capsys):
     summary = run("model=quadratic", out="seed004")
     report = capsys.readouterr().out
@@ -160,8 +162,8 @@ def test_tensorboard_serves_the_whole_dashboard_of_a_finished_run(run, tmp_path,
         (backward,) = tb.json("/data/plugin/text/text", run=name, tag=backward_tag)
         assert "MseLossBackward0" in backward["text"] and "w.grad" in backward["text"]
 
-    # The run's event file, then the figures' (drawn by the helper process after the run's
-    # writer closed), named to sort right after it: TensorBoard reads them in name order.
+    # The run's event file, then the figures' and the graph's (written after the run's writer
+    # closed), named to sort right after it: TensorBoard reads them in name order.
     out = Path(summary["output_dir"])
     run_events, figures = sorted(p.name for p in out.glob("events.out.tfevents.*"))
     assert figures == run_events + ".figures"
@@ -221,7 +223,7 @@ def test_without_tensorboard_the_png_is_still_written(run):
 # --- the parts, in-process ------------------------------------------------------------------------
 def test_seed_slots_name_every_scalar_where_it_lives():
     net = SigmoidNet(hidden_bias=[0.1, 0.2], output_bias=[0.3, 0.4])
-    slots = dashboard.seed_slots(net)
+    slots = figures.seed_slots(net)
     # w1..w4 read hidden_weight column by column: w2 = W1[1, 0], w3 = W1[0, 1]
     assert slots["w2"] == ("W1", 2) and slots["w3"] == ("W1", 1) and slots["w6"] == ("W2", 2)
     assert slots["b_o2"] == ("b2", 1)
@@ -235,11 +237,11 @@ def test_seed_slots_name_every_scalar_where_it_lives():
 def test_loss_surface_is_the_objective_at_each_setting(model):
     x = torch.tensor([[1.0, 0.5], [2.0, -0.3], [3.0, 0.1]])[:, : model.in_features]
     y = torch.tensor([[2.0, 0.2], [4.0, 0.3], [6.0, 0.1]])[:, : model.out_features]
-    surface = dashboard.LossSurface(model, x, y)
+    surface = figures.LossSurface(model, x, y)
     a, b = list(model.scalar_values())[:2]
     grid = np.array([[0.1, -0.5], [2.0, 0.3], [-1.0, 1.5]])
     losses = surface.losses({a: grid[:, 0], b: grid[:, 1]})
-    slots = dashboard.seed_slots(model)
+    slots = figures.seed_slots(model)
     for (va, vb), got in zip(grid, losses, strict=True):
         with torch.no_grad():
             twin = type(model)()
@@ -259,15 +261,15 @@ def test_surface_pairs_take_the_parameters_that_moved_most():
         "w3": np.array([0.0, -3.0]),
         "w4": np.array([0.0, 1.0]),
     }
-    assert dashboard.surface_pairs(path, 3) == [("w2", "w3"), ("w2", "w4"), ("w3", "w4")]
-    assert dashboard.surface_pairs(path, 1) == [("w2", "w3")]
-    assert dashboard.surface_pairs(path, 0) == []
-    assert dashboard.surface_pairs({"w": np.array([1.0, 2.0])}, 3) == [("w",)]
+    assert figures.surface_pairs(path, 3) == [("w2", "w3"), ("w2", "w4"), ("w3", "w4")]
+    assert figures.surface_pairs(path, 1) == [("w2", "w3")]
+    assert figures.surface_pairs(path, 0) == []
+    assert figures.surface_pairs({"w": np.array([1.0, 2.0])}, 3) == [("w",)]
 
 
 def test_forward_graph_has_each_operation_with_its_shape():
-    graph = dashboard.forward_graph(SigmoidNet(), torch.tensor([[0.5, 0.3]]))
-    nodes = {n.name: n for n in graph.node}
+    forward = graph.forward_graph(SigmoidNet(), torch.tensor([[0.5, 0.3]]))
+    nodes = {n.name: n for n in forward.node}
     assert {"input/x", "SigmoidNet/W1", "SigmoidNet/matmul", "SigmoidNet/sigmoid_1"} <= set(nodes)
     assert nodes["output/output"].input == ["SigmoidNet/sigmoid_1"]
     shape = nodes["SigmoidNet/sigmoid_1"].attr["_output_shapes"].list.shape[0]
@@ -275,9 +277,7 @@ def test_forward_graph_has_each_operation_with_its_shape():
 
 
 def test_backward_graph_walks_from_the_loss_to_every_parameter():
-    text = dashboard.backward_graph(
-        LinearRegression(bias=True), (torch.ones(2, 1), torch.ones(2, 1))
-    )
+    text = graph.backward_graph(LinearRegression(bias=True), (torch.ones(2, 1), torch.ones(2, 1)))
     assert text.count("AccumulateGrad  -> ") == 2
     assert "-> w.grad (1,)" in text and "-> b.grad (1,)" in text
     tree = text.split("```text")[1]
@@ -286,12 +286,10 @@ def test_backward_graph_walks_from_the_loss_to_every_parameter():
 
 # --- console --------------------------------------------------------------------------------------
 def test_progress_bar_follows_trainer_enable_progress_bar():
-    assert isinstance(dashboard.progress_bar(enabled=True), dashboard.ProgressBar)
-    off = dashboard.progress_bar(enabled=False)
-    assert not isinstance(off, dashboard.ProgressBar)  # Lightning refuses a bar with the flag off
-    assert off.on_train_batch_end is None and off.on_train_batch_start is None  # nothing per step
-    bar = dashboard.progress_bar(enabled=True)
-    assert callable(bar.on_train_batch_end) and bar.on_before_backward is None
+    assert isinstance(progress.progress_bar(enabled=True), progress.ProgressBar)
+    off = progress.progress_bar(enabled=False)
+    assert isinstance(off, Callback)
+    assert not isinstance(off, LightningProgressBar)  # Lightning refuses a bar with the flag off
 
 
 def test_progress_bar_writes_plain_lines_when_not_on_a_terminal(run, capfd):

@@ -1,23 +1,28 @@
-"""The helper process that draws figures: files and TensorBoard images, held until the run's
-writer closes, drawn here when the helper is gone, kept as numbers when they cannot be drawn."""
+"""Drawing the figures after fit: PNG files and TensorBoard events that appear, the worker that
+draws a sweep's jobs, and the numbers kept, with the command that draws them, when drawing fails
+or is stopped."""
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
-import pickle
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.compat.proto.graph_pb2 import GraphDef
+from tensorboard.compat.proto.node_def_pb2 import NodeDef
 from test_plots import check_png
+from torch.utils.tensorboard import SummaryWriter
 
-from backprop_lab.dashboard import render
+from backprop_lab.dashboard import plots, render
+
+RENDER = [sys.executable, "-m", "backprop_lab.dashboard.render"]
 
 
 def _curve(tag: str = "plots/loss_curve") -> render.Figure:
@@ -31,114 +36,163 @@ def _surface() -> render.Figure:
     return render.Figure("plots/loss_surface/a_b", "loss_surface", args)
 
 
-def _images(logdir: Path) -> dict[str, bytes]:
+def _events(logdir: Path) -> EventAccumulator:
     events = EventAccumulator(str(logdir), size_guidance={"images": 0})
     events.Reload()
+    return events
+
+
+def _images(logdir: Path) -> dict[str, bytes]:
+    events = _events(logdir)
     return {tag: events.Images(tag)[-1].encoded_image_string for tag in events.Tags()["images"]}
 
 
-def test_a_job_is_drawn_to_files_by_the_helper(tmp_path: Path):
-    render.start()
-    helper = render._helper
+def _kept(directory: Path) -> list[Path]:
+    return sorted(directory.glob(".figures-*.pkl"))
+
+
+def test_a_png_is_drawn_when_the_run_waits(tmp_path: Path):
     target = tmp_path / "out" / "loss_curve.png"
-    job_file = render.submit(render.Job([_curve()], files={"plots/loss_curve": str(target)}))
-    assert job_file.parent == target.parent and job_file.name.startswith(".figures-")
-    assert render.pending(target)
+    render.submit(render.Job([_curve()], files={"plots/loss_curve": str(target)}))
+    assert render.pending(target) and not target.exists()
     assert render.wait() == []
-    assert render._helper is helper  # the same helper drew it, and stays for the next run
     check_png(target.read_bytes())
-    assert not job_file.exists() and not render.pending(target)
+    assert not render.pending(target)
+    assert _kept(target.parent) == []  # drawn: its numbers are not kept
 
 
-def test_tensorboard_images_wait_until_the_runs_writer_closes(tmp_path: Path):
-    run_events = tmp_path / "events.out.tfevents.1700000000.host.1.0"
-    run_events.write_bytes(b"")  # the run's own event file, as its writer left it
-    job = render.Job([_curve(), _surface()], logdirs=[str(tmp_path)], step=300)
-    job_file = render.submit(job)
-    time.sleep(2.0)  # a helper handed the job would have drawn it by now
-    assert not list(tmp_path.glob("*.figures"))
-    render.release(tmp_path)
+def test_images_and_graph_go_into_an_event_file_read_after_the_runs(tmp_path: Path):
+    with SummaryWriter(str(tmp_path)) as writer:  # the run's own events, its writer closed
+        writer.add_scalar("train/loss", 1.0, 0)
+    (run_events,) = (p.name for p in tmp_path.glob("events.out.tfevents.*"))
+    graph = GraphDef(node=[NodeDef(name="Model/pow", op="pow")]).SerializeToString()
+    render.submit(render.Job([_curve(), _surface()], logdirs=[str(tmp_path)], step=300))
+    render.submit(render.Job([], logdirs=[str(tmp_path)], step=300, graph=graph))
+    assert [p.name for p in tmp_path.iterdir()] == [run_events]  # nothing before wait()
     assert render.wait() == []
-    assert not job_file.exists()
-    (figures,) = tmp_path.glob("*.figures")
-    assert figures.name == run_events.name + ".figures"  # read after the run's events
-    images = _images(tmp_path)
-    assert set(images) == {"plots/loss_curve", "plots/loss_surface/a_b"}
-    for png in images.values():
-        check_png(png)
-    events = EventAccumulator(str(tmp_path), size_guidance={"images": 0})
-    events.Reload()
-    assert events.Images("plots/loss_curve")[-1].step == 300
+    assert sorted(p.name for p in tmp_path.iterdir()) == [run_events, run_events + ".figures"]
+    events = _events(tmp_path)
+    assert [node.name for node in events.Graph().node] == ["Model/pow"]
+    assert events.Scalars("train/loss")[0].value == 1.0
+    assert set(events.Tags()["images"]) == {"plots/loss_curve", "plots/loss_surface/a_b"}
+    for tag in events.Tags()["images"]:
+        (image,) = events.Images(tag)
+        assert image.step == 300 and (image.width, image.height) == (plots.WIDTH, plots.HEIGHT)
+        check_png(image.encoded_image_string)
 
 
-def test_ctrl_c_does_not_stop_the_helper(tmp_path: Path):
-    render.start()
-    helper = render._helper
-    first = tmp_path / "first.png"
-    render.submit(render.Job([_curve("first")], files={"first": str(first)}))
-    assert render.wait() == []  # it answered: past its start-up, in its loop
-    os.kill(helper.process.pid, signal.SIGINT)
+def test_a_figure_in_two_jobs_of_a_run_is_drawn_once(tmp_path: Path, monkeypatch):
+    drawn = []
+    loss_curve = plots.loss_curve
+    monkeypatch.setattr(plots, "loss_curve", lambda *a: drawn.append(a) or loss_curve(*a))
+    target = tmp_path / "loss_curve.png"
+    render.submit(render.Job([_curve()], logdirs=[str(tmp_path)], step=3))  # the Images tab
+    render.submit(render.Job([_curve()], files={"plots/loss_curve": str(target)}))  # the PNG
+    assert render.wait() == []
+    assert len(drawn) == 1
+    assert _images(tmp_path)["plots/loss_curve"] == target.read_bytes()
+
+
+def test_released_jobs_are_drawn_by_the_worker_while_this_process_goes_on(tmp_path: Path):
+    targets = [tmp_path / f"job{n}" / "loss_curve.png" for n in range(2)]
+    for target in targets:  # two jobs of a sweep, each released when its fit returns
+        render.submit(render.Job([_curve()], files={"plots/loss_curve": str(target)}))
+        render.release()
+        assert render.pending(target)
+    assert render.wait() == []
+    for target in targets:
+        check_png(target.read_bytes())
+        assert _kept(target.parent) == []
+
+
+def test_ctrl_c_does_not_stop_the_worker(tmp_path: Path):
+    render.submit(render.Job([_curve()], files={"plots/loss_curve": str(tmp_path / "a.png")}))
+    render.release()
+    assert render.wait() == []  # the worker is up and has drawn a job
+    (worker,) = multiprocessing.active_children()
+    os.kill(worker.pid, signal.SIGINT)
+    target = tmp_path / "b.png"
+    render.submit(render.Job([_curve()], files={"plots/loss_curve": str(target)}))
+    render.release()
+    assert render.wait() == []
+    check_png(target.read_bytes())
+    assert multiprocessing.active_children() == [worker]
+
+
+def test_a_job_the_worker_could_not_draw_is_drawn_here(tmp_path: Path):
     target = tmp_path / "curve.png"
     render.submit(render.Job([_curve()], files={"plots/loss_curve": str(target)}))
-    assert render.wait() == []
-    assert helper.alive() and render._helper is helper
-    check_png(target.read_bytes())
-
-
-def test_a_job_the_helper_could_not_take_is_drawn_here(tmp_path: Path):
-    render.start()
-    render._helper.process.kill()
-    render._helper.process.wait()
-    target = tmp_path / "curve.png"
-    job_file = tmp_path / "job.pkl"
-    job = render.Job([_curve()], files={"plots/loss_curve": str(target)})
-    render._sent[job_file] = (job, render._helper)  # handed to the helper just before it died
-    job_file.write_bytes(pickle.dumps(job))
+    render.release()
+    for worker in multiprocessing.active_children():
+        worker.kill()  # the worker dies, at the latest just after it drew the job
     assert render.wait() == []
     check_png(target.read_bytes())
-    assert not job_file.exists()
-    render.start()  # the next job gets a fresh helper
-    assert render._helper.alive()
+    second = tmp_path / "second.png"  # and the next job gets a worker again
+    render.submit(render.Job([_curve()], files={"plots/loss_curve": str(second)}))
+    render.release()
+    assert render.wait() == []
+    check_png(second.read_bytes())
+    assert len(multiprocessing.active_children()) == 1
 
 
 def test_a_figure_that_cannot_be_drawn_keeps_its_numbers_and_says_how_to_redraw(
     tmp_path: Path, caplog
 ):
     bad = render.Figure("plots/loss_curve", "loss_curve", ([0, 1], "not a mapping of curves"))
-    job_file = render.submit(render.Job([bad], files={"plots/loss_curve": str(tmp_path / "x.png")}))
+    target = tmp_path / "x.png"
+    render.submit(render.Job([bad], files={"plots/loss_curve": str(target)}))
     with caplog.at_level(logging.WARNING, logger="backprop_lab.dashboard.render"):
-        assert render.wait() == [job_file]
-    assert job_file.is_file()  # the numbers are kept
+        (kept,) = render.wait()
+    assert _kept(tmp_path) == [kept]
     (message,) = [
         r.getMessage() for r in caplog.records if r.name == "backprop_lab.dashboard.render"
     ]
-    assert f"python -m backprop_lab.dashboard.render {job_file}" in message
+    assert f"python -m backprop_lab.dashboard.render {kept}" in message
     assert "AttributeError" in message
-    assert not (tmp_path / "x.png").exists()
+    assert not target.exists()
 
-    done = subprocess.run(
-        [sys.executable, "-m", "backprop_lab.dashboard.render", str(job_file)],
-        capture_output=True,
-        text=True,
-    )
+    done = subprocess.run([*RENDER, str(kept)], capture_output=True, text=True)
     assert done.returncode == 1
     assert "AttributeError" in done.stderr and "Traceback" not in done.stderr
+    assert kept.is_file()
 
 
-def test_the_render_command_draws_a_kept_job(tmp_path: Path):
+def test_the_render_command_draws_the_numbers_a_failed_job_kept(tmp_path: Path):
+    target = tmp_path / "loss_curve.png"
+    target.mkdir()  # in the PNG's way: the job fails
+    render.submit(render.Job([_curve()], files={"plots/loss_curve": str(target)}))
+    render.submit(render.Job([_curve(), _surface()], logdirs=[str(tmp_path)], step=7))
+    (kept,) = render.wait()
+    assert not list(tmp_path.glob("*.figures"))
+    target.rmdir()
+    done = subprocess.run([*RENDER, str(kept)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"drawn: {kept}"]
+    check_png(target.read_bytes())
+    images = _events(tmp_path).Images("plots/loss_surface/a_b")
+    assert [image.step for image in images] == [7]
+    assert set(_images(tmp_path)) == {"plots/loss_curve", "plots/loss_surface/a_b"}
+    assert not kept.exists()
+
+
+def test_ctrl_c_while_drawing_keeps_the_numbers_to_draw_them_again(tmp_path: Path, monkeypatch):
+    def ctrl_c(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(plots, "loss_curve", ctrl_c)
     target = tmp_path / "curve.png"
-    job_file = tmp_path / ".figures-1-0.pkl"
-    job = render.Job([_curve()], files={"plots/loss_curve": str(target)}, logdirs=[str(tmp_path)])
-    job_file.write_bytes(pickle.dumps(job))
-    done = subprocess.run(
-        [sys.executable, "-m", "backprop_lab.dashboard.render", str(job_file)],
-        capture_output=True,
-        text=True,
-    )
+    render.submit(render.Job([_curve()], files={"plots/loss_curve": str(target)}))
+    with pytest.raises(KeyboardInterrupt):
+        render.wait()
+    (kept,) = _kept(tmp_path)
+    done = subprocess.run([*RENDER, str(kept)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     check_png(target.read_bytes())
-    assert set(_images(tmp_path)) == {"plots/loss_curve"}
-    assert not job_file.exists()
+
+
+def test_the_render_command_without_a_file_says_how_to_use_it():
+    done = subprocess.run(RENDER, capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.startswith("usage: python -m")
 
 
 def test_an_unknown_figure_kind_is_refused():
@@ -146,46 +200,10 @@ def test_an_unknown_figure_kind_is_refused():
         render.Figure("t", "pie", ())
 
 
-def test_the_helper_imports_no_torch():
+def test_the_worker_loads_neither_torch_nor_lightning():
     code = (
-        "import sys; from backprop_lab import render; render._warm_up(); "
-        "print('torch' in sys.modules, 'matplotlib' in sys.modules)"
+        "import sys, backprop_lab.dashboard.render; "
+        "print('torch' in sys.modules, 'lightning' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["False", "True"]
-
-
-def test_a_figure_in_two_jobs_is_drawn_once(tmp_path: Path, monkeypatch):
-    from backprop_lab.dashboard import plots
-
-    drawn = []
-    loss_curve = plots.loss_curve
-    monkeypatch.setattr(plots, "loss_curve", lambda *a: drawn.append(a) or loss_curve(*a))
-    figure = render.Figure("plots/loss_curve", "loss_curve", ([0, 1], {"train": [2.0, 0.25]}))
-    monkeypatch.chdir(tmp_path)
-    for name in ("a", "b"):  # as a run's TensorBoard job and its loss_curve.png job
-        job_file = tmp_path / f"{name}.pkl"
-        job_file.write_bytes(pickle.dumps(render.Job([figure], files={figure.tag: f"{name}"})))
-        render.draw(job_file)
-    assert len(drawn) == 1
-    assert (tmp_path / "a").read_bytes() == (tmp_path / "b").read_bytes()
-    check_png((tmp_path / "b").read_bytes())
-
-
-def test_a_process_for_another_rank_starts_no_helper_and_still_draws(tmp_path: Path):
-    # Under data-parallel training only global rank 0 submits figures; the other ranks' processes
-    # (LOCAL_RANK or NODE_RANK set by the launcher) start no helper of their own.
-    target = tmp_path / "curve.png"
-    code = f"""
-from backprop_lab.dashboard import render
-render.start()
-assert render._helper is None
-curve = render.Figure("plots/loss_curve", "loss_curve", ([0, 1], {{"train": [1.0, 0.5]}}))
-job = render.Job([curve], files={{"plots/loss_curve": {str(target)!r}}})
-render.submit(job)
-assert render.wait() == []
-"""
-    env = {**os.environ, "LOCAL_RANK": "1"}
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    check_png(target.read_bytes())
+    assert out.stdout.split() == ["False", "False"]

@@ -56,6 +56,7 @@ def hparams_of(run_dir: Path) -> plugin_data_pb2.HParamsPluginData:
     return plugin_data_pb2.HParamsPluginData.FromString(content)
 
 
+@pytest.mark.slow
 def test_multirun_every_combination_with_a_sorted_summary(tmp_path):
     result = cli(
         "train.py",
@@ -74,7 +75,9 @@ def test_multirun_every_combination_with_a_sorted_summary(tmp_path):
         "2_model=quadratic,optimizer.lr=0.001,trainer.max_epochs=3",
         "3_model=quadratic,optimizer.lr=0.01,trainer.max_epochs=3",
     ]
-    for job in jobs:  # one TensorBoard run per job: its events, then its figures' (render.py)
+    # One TensorBoard run per job: its events, then its figures' (render.py's worker draws them
+    # while the next job trains).
+    for job in jobs:
         events, figures = sorted(p.name for p in (sweep / job).glob("events.out.tfevents.*"))
         assert figures == events + ".figures"
     rows = read_summary(sweep)
@@ -105,6 +108,7 @@ def test_multirun_every_combination_with_a_sorted_summary(tmp_path):
     assert {"hp/final_loss", "hp/best/train/loss_epoch"} <= {m.name.tag for m in metrics}
 
 
+@pytest.mark.slow
 def test_a_failing_job_is_recorded_and_the_others_run(tmp_path):
     result = cli(
         "train.py",
@@ -123,6 +127,7 @@ def test_a_failing_job_is_recorded_and_the_others_run(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_joblib_runs_jobs_in_parallel_processes(tmp_path):
     result = cli(
         "train.py",
@@ -144,6 +149,7 @@ def test_slurm_launcher_config_composes(make_cfg):
     assert cfg.hydra.launcher.partition == "gpu" and cfg.hydra.launcher.gpus_per_node == 1
 
 
+@pytest.mark.slow
 def test_ddp_over_two_processes_matches_one_process(tmp_path):
     common = (
         "model=quadratic",
@@ -171,6 +177,7 @@ def test_ddp_over_two_processes_matches_one_process(tmp_path):
         assert two["final_metrics"][name] == pytest.approx(value, rel=1e-5, abs=1e-7), name
 
 
+@pytest.mark.slow
 def test_a_ddp_error_is_printed_once(tmp_path):
     # 63 rows do not split evenly over 2 processes: every rank meets the same error.
     result = cli(
@@ -190,6 +197,7 @@ def test_a_ddp_error_is_printed_once(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_ddp_inside_a_multirun_is_refused(tmp_path):
     result = cli(
         "train.py", "-m", "trainer=ddp", "model=linear", "trainer.max_epochs=1", cwd=tmp_path

@@ -121,11 +121,11 @@ def loss_surface(
 ) -> Figure:
     """log10 of the loss over a grid of two parameters (rows: b, columns: a), with the path."""
     fig, ax = figure(right=0.9)
-    z = np.ma.masked_invalid(np.asarray(losses, dtype=np.float64))
-    positive = z[z > 0]
+    finite = np.ma.masked_invalid(np.asarray(losses, dtype=np.float64))
+    positive = finite[finite > 0]
     floor = float(positive.min()) if positive.size else 1e-12
-    z = np.log10(np.ma.maximum(z, floor))
-    filled = ax.contourf(grid_a, grid_b, z, levels=24, cmap="viridis")
+    log_loss = np.log10(np.ma.maximum(finite, floor))
+    filled = ax.contourf(grid_a, grid_b, log_loss, levels=24, cmap="viridis")
     fig.colorbar(filled, ax=ax, label="log10 loss", fraction=0.05, pad=0.02)
     ax.plot(path_a, path_b, color="tab:red", marker=".", markersize=4, label="path (per epoch)")
     _ends(ax, path_a, path_b)
