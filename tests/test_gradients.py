@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from itertools import cycle
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -11,9 +14,13 @@ from torch.func import functional_call
 
 from backprop_lab import models
 from backprop_lab.errors import ConfigError, GradientCheckError
-from backprop_lab.models import LinearRegression, QuadraticRegression, SigmoidNet
+from backprop_lab.models import LinearRegression, SeedModel, SigmoidNet
 from backprop_lab.training.build import build
 from backprop_lab.training.objective import Objective
+
+from conftest import ROOT
+
+DTYPE = torch.float64
 
 LOSSES = {
     "mse": Objective({"mse": 1.0}),
@@ -24,61 +31,50 @@ LOSSES = {
 }
 
 
-def make_model(kind: str, bias: bool, values: list[float], objective: Objective):
-    v = iter(values)
-    if kind == "linear":
-        model = LinearRegression(w=next(v), bias=bias, b=next(v), objective=objective)
-    elif kind == "quadratic":
-        model = QuadraticRegression([next(v), next(v), next(v)], objective=objective)
-    else:
-        model = SigmoidNet(
-            [[next(v), next(v)], [next(v), next(v)]],
-            [[next(v), next(v)], [next(v), next(v)]],
-            hidden_bias=[next(v), next(v)] if bias else None,
-            output_bias=[next(v), next(v)] if bias else None,
-            objective=objective,
-        )
-    return model.double()
-
-
-MODELS = [
-    ("linear", False),
-    ("linear", True),
-    ("quadratic", False),
-    ("sigmoid_net", False),
-    ("sigmoid_net", True),
-]
+#: Every model of the allow-list as it builds by default, and those with optional parts with
+#: them: a model added to models.MODELS is checked here with no edit.
+VARIANTS: dict[str, tuple[type[SeedModel], dict]] = {
+    **{cls.__name__: (cls, {}) for cls in models.MODELS.values()},
+    "LinearRegression(bias)": (LinearRegression, {"bias": True}),
+    "SigmoidNet(biases)": (SigmoidNet, {"hidden_bias": [0.0, 0.0], "output_bias": [0.0, 0.0]}),
+}
+#: conf/model/*.yaml: `model=<name>` alone runs each (a seed's setup where it has one).
+MODEL_CONFIGS = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml"))
 finite = st.floats(-2.0, 2.0, allow_nan=False, allow_infinity=False)
 
 
-@pytest.mark.parametrize(("kind", "bias"), MODELS)
+def make_model(variant: str, objective: Objective) -> SeedModel:
+    cls, kwargs = VARIANTS[variant]
+    return cls(**kwargs, objective=objective).double()
+
+
+def set_parameters(model: SeedModel, values: Iterable[float]) -> SeedModel:
+    """The model's trainable parameters, in order, filled from ``values``."""
+    v = iter(values)
+    with torch.no_grad():
+        for p in model.trainable().values():
+            p.copy_(torch.tensor([next(v) for _ in range(p.numel())], dtype=p.dtype).view(p.shape))
+    return model
+
+
+def size(model: SeedModel) -> int:
+    return sum(p.numel() for p in model.trainable().values())
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
 @pytest.mark.parametrize("loss", list(LOSSES))
 @settings(max_examples=25, deadline=None)
 @given(data=st.data())
-def test_hand_derived_equals_autograd(kind, bias, loss, data):
-    values = data.draw(st.lists(finite, min_size=12, max_size=12))
+def test_hand_derived_equals_autograd(variant, loss, data):
+    model = make_model(variant, LOSSES[loss])
+    set_parameters(model, data.draw(st.lists(finite, min_size=size(model), max_size=size(model))))
     rows = data.draw(st.integers(1, 5))
-    model = make_model(kind, bias, values, LOSSES[loss])
-    x = torch.tensor(
-        data.draw(
-            st.lists(
-                st.lists(finite, min_size=model.in_features, max_size=model.in_features),
-                min_size=rows,
-                max_size=rows,
-            )
-        ),
-        dtype=torch.float64,
-    )
-    y = torch.tensor(
-        data.draw(
-            st.lists(
-                st.lists(finite, min_size=model.out_features, max_size=model.out_features),
-                min_size=rows,
-                max_size=rows,
-            )
-        ),
-        dtype=torch.float64,
-    )
+
+    def table(width: int) -> torch.Tensor:
+        row = st.lists(finite, min_size=width, max_size=width)
+        return torch.tensor(data.draw(st.lists(row, min_size=rows, max_size=rows)), dtype=DTYPE)
+
+    x, y = table(model.in_features), table(model.out_features)
     hand = model.hand_gradients((x, y))[3]
     auto = model.autograd_gradients((x, y))
     assert hand.keys() == auto.keys() == model.trainable().keys()
@@ -86,14 +82,11 @@ def test_hand_derived_equals_autograd(kind, bias, loss, data):
         torch.testing.assert_close(hand[name], auto[name], rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize(("kind", "bias"), MODELS)
-def test_gradcheck_of_every_forward_pass(kind, bias):
-    model = make_model(
-        kind, bias, [0.3, -0.2, 0.5, 0.1, -0.4, 0.6, 0.2, -0.1, 0.3, 0.2, -0.5, 0.4], Objective()
-    )
-    x = torch.rand(
-        4, model.in_features, dtype=torch.float64, generator=torch.Generator().manual_seed(0)
-    )
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_gradcheck_of_every_forward_pass(variant):
+    model = make_model(variant, Objective())
+    set_parameters(model, cycle([0.3, -0.2, 0.5, 0.1, -0.4, 0.6, 0.2, -0.1, 0.3, 0.2, -0.5, 0.4]))
+    x = torch.rand(4, model.in_features, dtype=DTYPE, generator=torch.Generator().manual_seed(0))
     names = list(model.trainable())
 
     def forward(*params):
@@ -117,11 +110,9 @@ def test_gradcheck_of_every_loss(loss):
     torch.testing.assert_close(objective.grad_output(y_hat.detach(), y), auto)
 
 
-SEED_RUNS = ["model=quadratic", "model=linear", "model=sigmoid_net", "experiment=seed002"]
-
-
-@pytest.mark.parametrize("seed_run", SEED_RUNS)
-def test_manual_gradients_reproduce_every_seed(run, seed_run):
+@pytest.mark.slow
+@pytest.mark.parametrize("seed_run", [*(f"model={m}" for m in MODEL_CONFIGS), "experiment=seed002"])
+def test_manual_gradients_train_as_autograd_does_for_every_model(run, seed_run):
     auto = run(seed_run, out="autograd")
     manual = run(seed_run, "model.gradients=manual", out="manual")
     for name, value in auto["parameters"].items():
@@ -136,21 +127,23 @@ def test_manual_seed004_prints_the_seeds_numbers(run):
     assert summary["final_loss"] == pytest.approx(0.00631808303296566, rel=1e-6)
 
 
-def test_unknown_gradient_mode(make_cfg):
+def test_an_unknown_gradient_mode_is_refused(make_cfg):
     with pytest.raises(ConfigError, match=r"model\.gradients must be autograd or manual"):
         build(make_cfg("model.gradients=numeric"))
 
 
-def test_gradient_check_logs_relative_differences(run):
+@pytest.mark.parametrize("model", MODEL_CONFIGS)
+def test_gradient_check_logs_every_parameters_relative_difference(run, model):
     summary = run(
-        "model=sigmoid_net", "trainer.max_epochs=30", "callbacks.gradient_check.every_n_steps=10"
+        f"model={model}", "+trainer.max_steps=30", "callbacks.gradient_check.every_n_steps=10"
     )
     events = load_events(summary["output_dir"])
-    tags = set(events.Tags()["scalars"])
-    assert {f"gradcheck/w{i}" for i in range(1, 9)} <= tags
-    checks = events.Scalars("gradcheck/w1")
-    assert [e.step for e in checks] == [0, 10, 20]
-    assert all(0 <= e.value < 1e-4 for e in checks)
+    names = list(summary["parameters"])  # the seed's names: w1..w8 for the 2-2-2 net
+    assert {f"gradcheck/{name}" for name in names} <= set(events.Tags()["scalars"])
+    for name in names:
+        checks = events.Scalars(f"gradcheck/{name}")
+        assert [e.step for e in checks] == [0, 10, 20]
+        assert all(0 <= e.value < 1e-4 for e in checks)
 
 
 def test_gradient_check_is_off_with_one_override(run):

@@ -1,6 +1,5 @@
-"""The seeds' published numbers, reproduced by `model=X` alone (float32, relative tolerance 1e-5).
-
-Figures the seeds print to four decimals are compared at four decimals.
+"""The seeds' published numbers, reproduced by `model=X` alone and by `experiment=seed002`
+(float32, relative tolerance 1e-5). Figures the seeds print to four decimals are compared at four.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ from backprop_lab.training.build import build
 REL = 1e-5
 
 
-def test_seed004_quadratic(run):
+def test_model_quadratic_reproduces_seed004(run):
     summary = run("model=quadratic")
     assert summary["predict_at"] == [[4.0]]
     assert summary["predictions_before"] == [[21.0]]
@@ -23,7 +22,7 @@ def test_seed004_quadratic(run):
     assert (summary["epochs"], summary["steps"]) == (100, 300)
 
 
-def test_seed003_linear(run):
+def test_model_linear_reproduces_seed003(run):
     summary = run("model=linear")
     assert summary["predictions_before"] == [[12.0]]
     assert summary["predictions_after"][0][0] == pytest.approx(8.00000286102295, rel=REL)
@@ -33,7 +32,7 @@ def test_seed003_linear(run):
 SEED000_WEIGHTS_AFTER = [0.9865, -0.2037, 0.9719, 0.7178, -0.8628, -2.8459, -1.0866, -1.1112]
 
 
-def test_seed000_sigmoid_net_after_100_rounds(run):
+def test_model_sigmoid_net_reproduces_seed000_after_100_rounds(run):
     summary = run("model=sigmoid_net")
     params = summary["parameters"]
     assert list(params) == [f"w{i}" for i in range(1, 9)]
@@ -45,14 +44,14 @@ def test_seed000_sigmoid_net_after_100_rounds(run):
     assert round(summary["final_loss"], 4) == 0.0103
 
 
-def test_seed000_round_100_outputs_before_its_update(run):
+def test_seed000_round_100_outputs_are_those_after_99_updates(run):
     # After 99 updates the network's outputs are those round 100 computes before updating.
     summary = run("model=sigmoid_net", "trainer.max_epochs=99")
     o1, o2 = summary["predictions_after"][0]
     assert (round(o1, 4), round(o2, 4)) == (0.2378, 0.0736)
 
 
-def test_seed002_first_gradients(make_cfg):
+def test_experiment_seed002_first_gradients_are_the_seeds(make_cfg):
     datamodule, model = build(make_cfg("experiment=seed002"))
     x, y = datamodule.train_xy
     assert len(x) == datamodule.batch_size == 3  # one full batch
@@ -64,7 +63,7 @@ def test_seed002_first_gradients(make_cfg):
     assert [round(o, 4) for o in outputs] == [0.6661, 0.4156, 0.1651]
 
 
-def test_seed002_first_step(run):
+def test_experiment_seed002_one_step_gives_the_seeds_parameters(run):
     summary = run("experiment=seed002")
     assert summary["steps"] == 1
     assert summary["parameters"]["w"] == pytest.approx(-0.150451, rel=REL)

@@ -1,4 +1,4 @@
-"""OmegaConf resolvers the configs use. Importing this module registers them."""
+"""Where the configs live, and the one OmegaConf resolver they use (registered on import)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,6 @@ CONFIG_DIR = PROJECT_ROOT / "conf"
 
 if not OmegaConf.has_resolver("project_root"):
     OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
-
-if not OmegaConf.has_resolver("if_equal"):
-    # ${if_equal:a,b,then,else}: the seed experiments log every step on their own data only
-    # (conf/model/*.yaml), where ${hydra:runtime.choices.data} names the data config.
-    OmegaConf.register_new_resolver("if_equal", lambda a, b, then, other: then if a == b else other)
 
 
 def task_overrides() -> list[str]:

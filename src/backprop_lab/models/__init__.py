@@ -13,6 +13,7 @@ from typing import Any
 
 from backprop_lab.errors import ConfigError
 from backprop_lab.models.base import SeedModel
+from backprop_lab.models.cubic import CubicRegression
 from backprop_lab.models.linear import LinearRegression
 from backprop_lab.models.quadratic import QuadraticRegression
 from backprop_lab.models.sigmoid_net import SigmoidNet
@@ -20,7 +21,7 @@ from backprop_lab.models.sigmoid_net import SigmoidNet
 #: ``_target_`` -> model class: the only classes a config or a checkpoint can build.
 MODELS: dict[str, type[SeedModel]] = {
     f"backprop_lab.models.{cls.__name__}": cls
-    for cls in (LinearRegression, QuadraticRegression, SigmoidNet)
+    for cls in (LinearRegression, QuadraticRegression, SigmoidNet, CubicRegression)
 }
 
 
@@ -70,4 +71,4 @@ def build_model(config: Mapping[str, Any], **components: Any) -> SeedModel:
         raise ConfigError(f"model: {' '.join(str(error).split())}") from None
 
 
-__all__ = ["LinearRegression", "QuadraticRegression", "SeedModel", "SigmoidNet"]
+__all__ = ["CubicRegression", "LinearRegression", "QuadraticRegression", "SeedModel", "SigmoidNet"]
