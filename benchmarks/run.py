@@ -20,9 +20,8 @@
 3. data   Linear regression on 10^7 synthetic rows, batch 2^18, 5 epochs, timed from the start of
           trainer.fit to its end: samples per second against a plain loop slicing the same
           in-memory tensors, and peak RSS above the import floor (VmHWM after the imports and
-          before the data). One subprocess per variant and repeat. The plain loop runs twice:
-          as written, and with the malloc settings a project run makes (keep_freed_memory_mb),
-          so the table shows what they give each.
+          before the data). One subprocess per variant and repeat, each with glibc's default
+          malloc settings.
 4. sweep  `train.py -m model=quadratic seed=0,...,7` (8 jobs, basic launcher) against one
           `train.py model=quadratic`, wall time of the whole command.
 
@@ -311,13 +310,7 @@ def large_data_worker(variant: str, n: int, batch_size: int, epochs: int) -> dic
     """One variant in this fresh process: its figures, printed as JSON."""
     import torch
 
-    if variant in ("plain", "plain_kept"):
-        if (
-            variant == "plain_kept"
-        ):  # the project's malloc settings (backprop_lab/training/allocator.py)
-            from backprop_lab.training.allocator import keep_freed_memory
-
-            keep_freed_memory(256)
+    if variant == "plain":
         floor = peak_rss_mb()
         generator = torch.Generator().manual_seed(0)
         x = torch.empty(n, 1).uniform_(-1.0, 1.0, generator=generator)
@@ -393,7 +386,6 @@ def bench_data(n: int, batch_size: int, epochs: int, repeats: int) -> dict:
 
     variants = {
         "plain PyTorch loop": variant("plain"),
-        "plain loop, freed memory kept (as the project)": variant("plain_kept"),
         "bare Lightning, all off": variant("bare"),
         "project (no val split, in order)": variant("project"),
         "project, no end-of-training dashboard": variant("project_no_dashboard"),

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import ROOT
 
 
@@ -24,6 +26,7 @@ def train_cli(*args: str, log_dir: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_train_quadratic_prints_the_seed_report(tmp_path):
     result = train_cli(
         "model=quadratic", "trainer.enable_progress_bar=false", log_dir=tmp_path / "logs"
@@ -43,10 +46,26 @@ def test_train_quadratic_prints_the_seed_report(tmp_path):
     assert json.loads((logs / "summary.json").read_text())["steps"] == 300
     # Nothing lands in the directory the command ran from.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["logs"]
-    # Each Lightning message once, not twice (Hydra's console and Lightning's own).
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
+def test_a_logged_warning_shows_once_on_the_console(tmp_path):
+    # Seed 000's target y2 = -0.07 lies outside the sigmoid's (0, 1): the run warns, once. With
+    # Lightning's console handler beside Hydra's, every logged line would show twice.
+    result = train_cli(
+        "model=sigmoid_net",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        log_dir=tmp_path / "logs",
+    )
+    assert result.returncode == 0, result.stderr
+    console = (result.stdout + result.stderr).splitlines()
+    warnings = [line for line in console if "the loss cannot reach 0" in line]
+    assert len(warnings) == 1, console
+
+
+@pytest.mark.slow
 def test_two_runs_get_separate_output_dirs(tmp_path):
     args = ("model=linear", "trainer.max_epochs=1", "trainer.enable_progress_bar=false")
     first = train_cli(*args, log_dir=tmp_path / "logs")

@@ -37,6 +37,7 @@ def seed004(run) -> Path:
     return Path(summary["output_dir"]) / "checkpoints" / "last.ckpt"
 
 
+@pytest.mark.slow
 def test_predict_cli_prints_seed_004s_prediction(seed004, tmp_path):
     work = tmp_path / "work"
     work.mkdir()
@@ -49,6 +50,7 @@ def test_predict_cli_prints_seed_004s_prediction(seed004, tmp_path):
     assert list(work.iterdir()) == []  # predict writes nothing it was not asked to
 
 
+@pytest.mark.slow
 def test_predict_cli_reads_and_writes_csv(seed004, tmp_path):
     inputs = tmp_path / "inputs.csv"
     inputs.write_text("id,x\na,1\nb,2.5\nc,4\n")
@@ -68,6 +70,7 @@ def test_predict_cli_reads_and_writes_csv(seed004, tmp_path):
     assert f"predictions: {output}" in result.stdout
 
 
+@pytest.mark.slow
 def test_predict_cli_errors_are_one_line_without_traceback(tmp_path):
     result = predict_cli(f"ckpt_path={tmp_path / 'missing.ckpt'}", "x=[4.0]", cwd=tmp_path)
     assert result.returncode == 1

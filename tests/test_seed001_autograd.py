@@ -342,7 +342,7 @@ class TestLeaves:
         assert_filled(w.grad, 3.0)
         assert w.grad.dtype == torch.float64
 
-    @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+    @pytest.mark.gpu
     def test_device_conversion_that_copies_makes_a_non_leaf(self):
         """``w.to('cuda')`` of a CPU leaf is a non-leaf; creating on the device gives a leaf.
 

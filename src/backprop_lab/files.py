@@ -109,10 +109,11 @@ def background_writers_report_full_disks(directory: str | os.PathLike) -> Iterat
 
 def is_disk_full(error: BaseException) -> bool:
     """Whether ``error``, or an error it was raised from, is a full device."""
-    while error is not None:
-        if isinstance(error, OSError) and error.errno in FULL:
+    current: BaseException | None = error
+    while current is not None:
+        if isinstance(current, OSError) and current.errno in FULL:
             return True
-        error = error.__cause__ or error.__context__
+        current = current.__cause__ or current.__context__
     return False
 
 

@@ -159,8 +159,8 @@ def explain(cfg: DictConfig) -> Derivation:
         )
         trainer.fit(model, datamodule=datamodule)
     param = next(model.parameters())
-    batch = tuple(t.to(param.device, param.dtype) for t in batch_at(datamodule, step))
-    return derive(model, batch, step)
+    x, y = (t.to(param.device, param.dtype) for t in batch_at(datamodule, step))
+    return derive(model, (x, y), step)
 
 
 def render(derivation: Derivation, fmt: str = "text") -> str:

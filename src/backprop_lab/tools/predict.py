@@ -172,9 +172,10 @@ def predict(
         inputs, records = read_inputs(input_csv, columns)
         input_names = columns
     else:
-        inputs = as_rows(x if x is not None else run_config.get("predict_at"))
-        if not inputs:
+        given = as_rows(x if x is not None else run_config.get("predict_at"))
+        if not given:
             raise BackpropLabError("no inputs: pass x=[...] or input_csv=<file.csv>")
+        inputs = given
         if n_in > 1 and all(len(r) == 1 for r in inputs) and len(inputs) % n_in == 0:
             # x=[0.5,0.3] for a 2-input model: one row of features, as the model reads it
             flat = [r[0] for r in inputs]
@@ -225,6 +226,7 @@ def _names(prefix: str, n: int) -> list[str]:
 def write_csv(predictions: Predictions, path: str | Path) -> Path:
     """The inputs (every column of an input CSV) and a ``<target>_pred`` column per output."""
     path = Path(path).expanduser()
+    rows: list[dict[str, Any]]
     if predictions.csv_rows is not None:
         rows = [dict(r) for r in predictions.csv_rows]
     else:

@@ -7,6 +7,8 @@ two outputs is their mean.
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Callable, Iterable, Mapping
 
 import torch
@@ -64,26 +66,18 @@ class Objective:
                 data_loss = data_loss + weight * parts[name]
         if not self.l2:
             return data_loss, parts
-        penalty = self.l2 / 2 * sum((w * w).sum() for w in weights)
+        penalty = self.l2 / 2 * sum(((w * w).sum() for w in weights), start=y_hat.new_zeros(()))
         parts["L"] = data_loss
         parts["s"] = penalty
         return data_loss + penalty, parts
 
-    def data_terms(self, loss: Tensor, parts: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """Each data-loss term (mse, mae) of a step, from what ``__call__`` returned for it: the
-        epoch metrics take them from here rather than compute them again."""
-        if not self._single:
-            return {name: parts[name] for name in self.terms}
-        return {next(iter(self.terms)): parts["L"] if self.l2 else loss}
-
     def grad_output(self, y_hat: Tensor, y: Tensor) -> Tensor:
         """dL/dy_hat of the data loss L (the L2 term does not depend on y_hat)."""
-        grad = None
+        grads = []
         for name, weight in self.terms.items():
             term = DATA_LOSSES[name][1](y_hat, y)
-            term = term if weight == 1.0 else weight * term
-            grad = term if grad is None else grad + term
-        return grad
+            grads.append(term if weight == 1.0 else weight * term)
+        return functools.reduce(operator.add, grads)
 
     def describe(self) -> str:
         """The objective in words, e.g. ``mse`` or ``1*mse + 0.5*mae + l2/2*||W||^2 (l2=0.01)``."""

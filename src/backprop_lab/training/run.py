@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,8 @@ from backprop_lab.errors import BackpropLabError, ConfigError, Interrupted
 from backprop_lab.models import SeedModel
 from backprop_lab.ranks import is_rank_zero
 from backprop_lab.rows import as_rows
-from backprop_lab.training import allocator, checkpoints
-from backprop_lab.training.build import build, make, path_error
+from backprop_lab.training import checkpoints
+from backprop_lab.training.build import build_data, build_model, make, path_error
 from backprop_lab.training.summary import (
     finish_run_files,
     hparams,
@@ -63,7 +64,7 @@ def _single_console() -> None:
 
 
 def train(
-    cfg: DictConfig, extra_callbacks: list[pl.Callback] = (), quiet: bool = False
+    cfg: DictConfig, extra_callbacks: Sequence[pl.Callback] = (), quiet: bool = False
 ) -> dict[str, Any]:
     """Train the configured model and return the run's summary (also written to summary.json).
 
@@ -86,19 +87,22 @@ def train(
             if cfg.seed is not None:
                 pl.seed_everything(cfg.seed, workers=True, verbose=False)
             resume, saved = _checkpoint_to_resume(cfg, output_dir)
-            datamodule, model = build(cfg)
-            if resume is not None:
-                checkpoints.check_fits(saved, resume, cfg, model, datamodule)
-            summary["resumed_from"] = str(resume) if resume else None
-            allocator.keep_freed_memory(cfg.get("keep_freed_memory_mb", 0))
+            datamodule = build_data(cfg)
             callbacks = [make("callbacks", c) for c in (cfg.get("callbacks") or {}).values() if c]
             callbacks += [*extra_callbacks, HParamsSummary(hparams(cfg), **cfg.objective), stop]
             loggers = [make("logger", lg) for lg in (cfg.get("logger") or {}).values() if lg]
             # Without validation data, tell the Trainer so rather than hand it an empty loader.
             no_val = {"limit_val_batches": 0} if datamodule.val_xy is None else {}
-            trainer = make(
+            # The Trainer before the model, which is built under its init_module(): in the
+            # training dtype (float64 from the config's values) and on the training device.
+            lightning_trainer = make(
                 "trainer", cfg.trainer, callbacks=callbacks, logger=loggers or False, **no_val
             )
+            model = build_model(cfg, datamodule, lightning_trainer)
+            if resume is not None and saved is not None:
+                checkpoints.check_fits(saved, resume, cfg, model, datamodule)
+            summary["resumed_from"] = str(resume) if resume else None
+            trainer = lightning_trainer  # from here on, an error stops a run that has begun
             summary["predict_at"] = inputs = as_rows(cfg.get("predict_at"))
             model.predictions_before = _predictions_before(model, inputs, saved)
             summary["predictions_before"] = model.predictions_before["predictions"]
@@ -126,15 +130,16 @@ def train(
             if error is caught:
                 raise
             raise error from None
-    if trainer.is_global_zero:
-        finish_run_files(cfg, summary, model, trainer, output_dir, started)
-    try:
-        if not _sweep_draws_later():
+    try:  # the loggers are closed now: the figures' TensorBoard events go in after theirs
+        if _sweep_draws_later():
+            render.release()  # drawn while the next job trains
+        else:
             render.wait()  # the run's figures: the report names only files that exist
     except KeyboardInterrupt:
         summary["figures"] = (
-            "not all drawn: stopped by SIGINT; each .figures-*.pkl file in the run dir keeps the "
-            "numbers of its figures, and python -m backprop_lab.dashboard.render <file> draws them"
+            "not all drawn: stopped by SIGINT; a .figures-*.pkl file left in the run dir keeps "
+            "the numbers of its figures, and python -m backprop_lab.dashboard.render <file> "
+            "draws them"
         )
         write_run_files(cfg, summary, model, trainer, output_dir, started)
         raise Interrupted(
@@ -142,6 +147,19 @@ def train(
             f"{output_dir / 'summary.json'} says which figures are missing",
             signal.SIGINT,
         ) from None
+    except OSError as error:
+        if not files.is_disk_full(error):
+            raise
+        full = files.DiskFull(
+            f"no space left on the device of {output_dir} while drawing the figures; the "
+            "training itself finished: free some space, then draw them with python -m "
+            "backprop_lab.dashboard.render <the .figures-*.pkl file in the run dir>"
+        )
+        summary["status"], summary["error"] = "failed", one_line(full)
+        write_run_files(cfg, summary, model, trainer, output_dir, started)  # if there is room
+        raise full from None
+    if trainer.is_global_zero:
+        finish_run_files(cfg, summary, model, trainer, output_dir, started)
     if trainer.is_global_zero and not quiet:
         print(report(summary))
     return summary
@@ -200,7 +218,7 @@ def _sweep_draws_later() -> bool:
     if not HydraConfig.initialized():
         return False
     hydra = HydraConfig.get()
-    launcher = str(OmegaConf.select(hydra, "launcher._target_", default=""))
+    launcher = str(hydra.launcher.get("_target_", ""))
     return hydra.mode == RunMode.MULTIRUN and launcher.endswith(".BasicLauncher")
 
 

@@ -150,5 +150,5 @@ def one_line(error: BaseException) -> str:
 
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
-        return f"{device} ({torch.cuda.getdevice_name(device)})"
+        return f"{device} ({torch.cuda.get_device_name(device)})"
     return str(device)
