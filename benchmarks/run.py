@@ -431,8 +431,8 @@ def bench_sweep(jobs: int, repeats: int) -> dict:
     seeds = ",".join(str(s) for s in range(jobs))
     single = [sys.executable, "train.py", "model=quadratic", *common]
     sweep = [sys.executable, "train.py", "-m", "model=quadratic", f"seed={seeds}", *common]
-    # The per-job images cost ~0.5 s of matplotlib: drawn by the helper process beside the next
-    # job's training, they should cost the sweep little; this variant shows how little.
+    # The per-job images cost ~0.5 s of matplotlib: drawn by render.py's worker process beside
+    # the next job's training, they should cost the sweep little; this variant shows how little.
     no_images = ["~callbacks.plots", "~callbacks.graph", "~callbacks.loss_curve_png"]
     variants = {
         "train.py model=quadratic": lambda: {"wall_s": subprocess_wall(single)},
