@@ -75,7 +75,7 @@ class EpochMetrics(Metric):
         self.add_state("held", held, dist_reduce_fx=None, persistent=True)
         self.add_state("held_rows", zero.clone(), dist_reduce_fx=None, persistent=True)
         self._held = _Held()
-        self.register_load_state_dict_post_hook(_hold_loaded_rows)
+        self.register_load_state_dict_post_hook(EpochMetrics._hold_loaded_rows)
 
     def update(self, loss: Tensor, y_hat: Tensor, y: Tensor) -> None:
         """Add a step: its loss (a mean over its rows), predictions and targets (rows, outputs)."""
@@ -125,6 +125,12 @@ class EpochMetrics(Metric):
         self.held_rows.fill_(self._held.rows)
         return super().state_dict(destination=destination, prefix=prefix, keep_vars=keep_vars)
 
+    def _hold_loaded_rows(self, incompatible_keys: object) -> None:
+        """After loading a checkpoint (torch's load_state_dict post-hook, called with this
+        module): the rows it held, now in ``held``, are held again."""
+        rows = int(self.held_rows)
+        self._held = _Held(rows=rows, loaded=rows)
+
     def sync(self, *args, **kwargs) -> None:
         """Sum the held steps into the states first: only states are gathered across processes
         (torchmetrics calls this before ``compute``, with one process too)."""
@@ -156,12 +162,6 @@ def _rows(steps: list[Step]) -> tuple[Tensor, Tensor, Tensor]:
     """The steps as one batch: a loss per row, y_hat, y."""
     losses = torch.cat([loss.expand(len(y)) for loss, _, y in steps])
     return losses, torch.cat([y_hat for _, y_hat, _ in steps]), torch.cat([y for *_, y in steps])
-
-
-def _hold_loaded_rows(metric: EpochMetrics, incompatible_keys: object) -> None:
-    """After loading a checkpoint: its held rows (now in ``held``) are held again."""
-    rows = int(metric.held_rows)
-    metric._held = _Held(rows=rows, loaded=rows)
 
 
 def _squares(t: Tensor) -> Tensor:
