@@ -68,18 +68,14 @@ def draw(path: str | Path) -> None:
     from backprop_lab.dashboard import plots
 
     pngs = {fig.tag: plots.to_png(getattr(plots, fig.kind)(*fig.args)) for fig in job.figures}
+    from backprop_lab.files import write_atomic
+
     for tag, target in job.files.items():
-        _write_whole(Path(target), pngs[tag])
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(target, pngs[tag])
     for logdir in job.logdirs:
         _write_events(Path(logdir), pngs, job)
     path.unlink()
-
-
-def _write_whole(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(data)
-    partial.replace(path)
 
 
 def _write_events(logdir: Path, pngs: Mapping[str, bytes], job: Job) -> None:
@@ -91,6 +87,7 @@ def _write_events(logdir: Path, pngs: Mapping[str, bytes], job: Job) -> None:
     from tensorboard.summary.writer.record_writer import RecordWriter
 
     from backprop_lab.dashboard import plots
+    from backprop_lab.files import write_atomic
 
     runs = sorted(p.name for p in logdir.glob("events.out.tfevents.*") if p.suffix != ".figures")
     base = runs[-1] if runs else f"events.out.tfevents.{int(time.time()):010d}.{os.getpid()}"
@@ -106,7 +103,7 @@ def _write_events(logdir: Path, pngs: Mapping[str, bytes], job: Job) -> None:
         )
         summary = Summary(value=[Summary.Value(tag=tag, image=image)])
         records.write(Event(wall_time=now, step=job.step, summary=summary).SerializeToString())
-    _write_whole(logdir / f"{base}.figures", buffer.getvalue())
+    write_atomic(logdir / f"{base}.figures", buffer.getvalue())
 
 
 def _in_background() -> None:
