@@ -81,6 +81,10 @@ class SeedModel(pl.LightningModule):
         #: The run's predictions before training ({"predict_at", "predictions"}), kept in its
         #: checkpoints: a resumed run reports those of the whole run.
         self.predictions_before: dict | None = None
+        #: The run's first step by seed name: the parameters before it and their gradients at it
+        #: ({"parameters", "gradients"}; a one-step seed run is all about these), kept in its
+        #: checkpoints so a resumed run reports those of the whole run.
+        self.first_step: dict[str, dict[str, float]] | None = None
 
     # --- what a subclass provides -------------------------------------------------------------
     def backward_by_hand(self, x: Tensor, grad_output: Tensor) -> dict[str, Tensor]:
@@ -169,6 +173,14 @@ class SeedModel(pl.LightningModule):
             f"data (optimizer.lr={lr:g}); try a smaller one, e.g. optimizer.lr={lr / 10:g}"
         )
 
+    def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
+        if self.first_step is None and self.global_step == 0:
+            grads = {n: p.grad for n, p in self.trainable().items() if p.grad is not None}
+            self.first_step = {
+                "parameters": self.scalar_values(),
+                "gradients": _floats(self.seed_names(grads)) if grads else {},
+            }
+
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         y_hat, loss, _ = self.compute_loss(batch)
         self.val_metrics.update(loss, y_hat, batch[1])
@@ -205,6 +217,7 @@ class SeedModel(pl.LightningModule):
             "history": "\n".join(self._history_lines),
             "last_loss": None if self.last_loss is None else float(self.last_loss),
             "predictions_before": self.predictions_before,
+            "first_step": self.first_step,
             "data": datamodule.fingerprint() if hasattr(datamodule, "fingerprint") else None,
         }
 
@@ -217,6 +230,7 @@ class SeedModel(pl.LightningModule):
         if state["last_loss"] is not None:
             self.last_loss = torch.tensor(state["last_loss"], dtype=torch.float64)
         self.predictions_before = state["predictions_before"]
+        self.first_step = state.get("first_step")
 
     def configure_optimizers(self) -> Optimizer:
         return self.optimizer_factory(list(self.trainable().values()))

@@ -35,9 +35,9 @@ from backprop_lab.ranks import is_rank_zero
 from backprop_lab.rows import as_rows
 from backprop_lab.training import checkpoints
 from backprop_lab.training.build import build_data, build_model, make, path_error
+from backprop_lab.training.hparams import hparams
 from backprop_lab.training.summary import (
     finish_run_files,
-    hparams,
     kept,
     one_line,
     report,

@@ -1,4 +1,4 @@
-"""What a run leaves behind: summary.json, metrics.csv, the HParams values, the console report."""
+"""What a run leaves behind: summary.json, metrics.csv, the console report."""
 
 from __future__ import annotations
 
@@ -10,26 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
 
 from backprop_lab import files
 from backprop_lab.callbacks import best_epoch
-from backprop_lab.config import task_overrides
 from backprop_lab.dashboard import render
 from backprop_lab.rows import format_row
-
-#: Hyperparameters shown in TensorBoard's HParams tab for every run (besides its overrides).
-HPARAM_KEYS = (
-    "optimizer.lr",
-    "optimizer.momentum",
-    "optimizer.weight_decay",
-    "data.batch_size",
-    "trainer.max_epochs",
-    "loss.l2",
-    "model.gradients",
-    "seed",
-)
 
 
 def write_run_files(cfg, summary, model, trainer, output_dir: Path, started) -> str | None:
@@ -69,6 +54,7 @@ def _results(cfg, model, trainer, output_dir: Path, started: float) -> dict[str,
         results["model"] = type(model).__name__
         results["final_loss"] = float(model.last_loss) if model.last_loss is not None else None
         results["parameters"] = model.scalar_values()
+        results["first_step"] = model.first_step
         results["final_metrics"] = model.history[-1] if model.history else {}
         results["best"] = best_epoch(model.history, cfg.objective.metric, cfg.objective.mode)
     if trainer is not None:
@@ -127,20 +113,6 @@ def _history_csv(history: list[dict[str, float]]) -> str:
     writer.writeheader()
     writer.writerows(history)
     return text.getvalue()
-
-
-def hparams(cfg: DictConfig) -> dict[str, Any]:
-    """The run's hyperparameters for the HParams tab: group choices, key values, overrides."""
-    hparams: dict[str, Any] = {}
-    if HydraConfig.initialized():
-        choices = HydraConfig.get().runtime.choices
-        hparams.update({g: choices.get(g) for g in ("model", "data", "loss", "optimizer")})
-    for key in HPARAM_KEYS:
-        value = OmegaConf.select(cfg, key, default=None)
-        if value is not None:
-            hparams[key] = value
-    hparams.update(dict(o.split("=", 1) for o in task_overrides() if "=" in o))
-    return hparams
 
 
 def one_line(error: BaseException) -> str:
