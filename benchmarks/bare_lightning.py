@@ -42,7 +42,7 @@ class Quadratic(pl.LightningModule):
         x, y = batch
         loss = F.mse_loss(self(x), y)
         if self.log_loss:
-            self.log("train/loss", loss)
+            self.log("Loss/train_step", loss)
         return loss
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:

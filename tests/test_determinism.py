@@ -23,7 +23,7 @@ def test_same_seed_same_numbers(run):
     second = run(*SHUFFLED, "seed=7", out="b")
     assert first["parameters"] == second["parameters"]  # bit for bit
     assert first["final_loss"] == second["final_loss"]
-    for tag in ("train/loss", "train/loss_epoch", "val/loss_epoch"):
+    for tag in ("Loss/train_step", "Loss/train", "Loss/val"):
         series = logged(first["output_dir"], tag)
         assert series and series == logged(second["output_dir"], tag)
 

@@ -24,12 +24,12 @@ def test_epoch_metrics_reach_lightning_callbacks(run):
     summary = run(
         "model=linear",
         "+callbacks.early_stopping._target_=lightning.pytorch.callbacks.EarlyStopping",
-        "+callbacks.early_stopping.monitor=train/loss_epoch",
+        "+callbacks.early_stopping.monitor=Loss/train",
         "+callbacks.early_stopping.stopping_threshold=1e-3",
     )
     assert summary["status"] == "finished"
     assert summary["epochs"] < 100
-    assert summary["final_metrics"]["train/loss_epoch"] < 1e-3
+    assert summary["final_metrics"]["Loss/train"] < 1e-3
 
 
 @pytest.mark.parametrize(
@@ -55,7 +55,7 @@ def test_the_gradient_check_on_the_first_rows_of_a_large_batch(run):
         "callbacks.gradient_check.max_rows=8",
         "callbacks.gradient_check.every_n_steps=2",
     )
-    checks = load_events(summary["output_dir"]).Scalars("gradcheck/w")
+    checks = load_events(summary["output_dir"]).Scalars("gradcheck/linear")
     assert [e.step for e in checks] == [0, 2, 4, 6]
     assert all(0 <= e.value < 1e-4 for e in checks)
 

@@ -126,7 +126,7 @@ def torchmetrics_values(batches: list[Step]) -> dict[str, float]:
         r2.update(y_hat if columns > 1 else y_hat[:, 0], y if columns > 1 else y[:, 0])
         loss_sum += float(loss) * len(y)
         rows += len(y)
-    out = {"s/loss_epoch": loss_sum / rows, "s/mse": float(mse.compute())}
+    out = {"Loss/s": loss_sum / rows, "s/mse": float(mse.compute())}
     out["s/mae"] = float(mae.compute())
     if rows >= 2:
         out["s/r2"] = float(r2.compute())
@@ -184,7 +184,8 @@ def test_a_mid_epoch_state_dict_carries_the_epoch_so_far_bit_for_bit(cut, summed
     for step in batches[cut:]:
         resumed.train_metrics.update(*step)
     want, got = whole.train_metrics.compute(), resumed.train_metrics.compute()
-    assert list(got) == ["train/loss_epoch", "train/mse", "train/mae", "train/r2"]
+    # a plain MSE objective: train/mse would repeat Loss/train, and is left out
+    assert list(got) == ["Loss/train", "train/mae", "train/r2"]
     assert all(torch.equal(got[name], want[name]) for name in want)
 
 
@@ -197,3 +198,14 @@ def test_held_steps_are_summed_before_the_states_are_gathered_from_other_process
     assert metrics.rows.item() == 6
     metrics.unsync()
     assert metrics.rows.item() == 3
+
+
+def test_each_parameter_tensor_holds_the_seeds_names_in_order():
+    net = SigmoidNet(hidden_bias=[0.35, 0.35], output_bias=[0.6, 0.6])
+    assert net.seed_groups() == {
+        "W1": ["w1", "w2", "w3", "w4"],
+        "W2": ["w5", "w6", "w7", "w8"],
+        "b1": ["b_h1", "b_h2"],
+        "b2": ["b_o1", "b_o2"],
+    }
+    assert QuadraticRegression().seed_groups() == {"w": ["w0", "w1", "w2"]}

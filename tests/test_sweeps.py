@@ -70,10 +70,10 @@ def test_multirun_every_combination_with_a_sorted_summary(tmp_path):
     sweep = sweep_dir(tmp_path)
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
     assert jobs == [
-        "0_model=linear,optimizer.lr=0.001,trainer.max_epochs=3",
-        "1_model=linear,optimizer.lr=0.01,trainer.max_epochs=3",
-        "2_model=quadratic,optimizer.lr=0.001,trainer.max_epochs=3",
-        "3_model=quadratic,optimizer.lr=0.01,trainer.max_epochs=3",
+        "0_model=linear,lr=0.001,max_epochs=3",  # each key by its last part: the values show
+        "1_model=linear,lr=0.01,max_epochs=3",
+        "2_model=quadratic,lr=0.001,max_epochs=3",
+        "3_model=quadratic,lr=0.01,max_epochs=3",
     ]
     # One TensorBoard run per job: its events, then its figures' (render.py's worker draws them
     # while the next job trains).
@@ -90,22 +90,29 @@ def test_multirun_every_combination_with_a_sorted_summary(tmp_path):
         "final_loss",
         "objective",
         "wall_time_s",
-        "final/train/mse",
+        "final/train/mae",
     } <= rows[0].keys()
     assert rows[0]["objective"] == str(
         json.loads((sweep / rows[0]["job"] / "summary.json").read_text())["best"]["value"]
     )
     assert "sweep of 4 job(s)" in result.stdout and str(sweep / "summary.csv") in result.stdout
-    # The HParams tab compares jobs by their overrides and final/best metrics.
+    # One TensorBoard command for the whole sweep; the jobs' reports leave theirs out.
+    commands = [line for line in result.stdout.splitlines() if "tensorboard --logdir" in line]
+    assert commands == [f"tensorboard: uv run tensorboard --logdir {sweep}"]
+    # The HParams tab compares jobs by their overrides, typed as the run used them, and losses.
     hp = hparams_of(sweep / jobs[3])
-    assert hp.session_start_info.hparams["optimizer.lr"].string_value == "0.01"
+    assert hp.session_start_info.hparams["optimizer.lr"].number_value == 0.01
+    assert hp.session_start_info.hparams["trainer.max_epochs"].number_value == 3
     assert hp.session_start_info.hparams["model"].string_value == "quadratic"
     experiment = EventAccumulator(str(sweep / jobs[3]))
     experiment.Reload()
-    metrics = plugin_data_pb2.HParamsPluginData.FromString(
+    defined = plugin_data_pb2.HParamsPluginData.FromString(
         experiment.PluginTagToContent("hparams")["_hparams_/experiment"]
-    ).experiment.metric_infos
-    assert {"hp/final_loss", "hp/best/train/loss_epoch"} <= {m.name.tag for m in metrics}
+    ).experiment
+    assert {m.name.tag for m in defined.metric_infos} == {"Loss/train"}  # no validation data
+    # the keys the command line set are the ones TensorBoard lists first
+    differs = {h.name for h in defined.hparam_infos if h.differs}
+    assert differs == {"model", "optimizer.lr", "trainer.max_epochs"}
 
 
 @pytest.mark.slow

@@ -117,13 +117,13 @@ RULES: dict[str, Rule] = {
         "trainer.log_every_n_steps=10",
     ),
     "callbacks.histograms.every_n_steps": (
-        lambda v: is_whole(v) and v >= 1,
-        "a whole number >= 1",
+        lambda v: v is None or (is_whole(v) and v >= 1),
+        "a whole number >= 1, or null (about 25 times a run)",
         "callbacks.histograms.every_n_steps=50",
     ),
     "callbacks.gradient_check.every_n_steps": (
-        lambda v: is_whole(v) and v >= 1,
-        "a whole number >= 1",
+        lambda v: v is None or (is_whole(v) and v >= 1),
+        "a whole number >= 1, or null (about 25 times a run)",
         "callbacks.gradient_check.every_n_steps=10",
     ),
     "callbacks.gradient_check.rtol": (

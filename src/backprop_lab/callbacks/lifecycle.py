@@ -6,13 +6,14 @@ from __future__ import annotations
 import math
 import signal
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 
+from backprop_lab.callbacks.tensorboard import tensorboards
 from backprop_lab.errors import Interrupted
-from backprop_lab.models import SeedModel
 
 
 def best_epoch(history: list[dict[str, float]], metric: str, mode: str) -> dict[str, Any] | None:
@@ -25,28 +26,75 @@ def best_epoch(history: list[dict[str, float]], metric: str, mode: str) -> dict[
 
 
 class HParamsSummary(pl.Callback):
-    """TensorBoard's HParams tab: the run's hyperparameters beside its final and best metrics.
+    """TensorBoard's HParams tab: the run's hyperparameters beside its losses and objective.
 
-    Written at the end of training, while the loggers are still open, so the tab compares runs
-    by how they ended (Lightning's default ``hp_metric`` placeholder is switched off).
+    The metrics are scalars the run already logs (``Loss/train``, ``Loss/val``,
+    ``objective.metric``): the tab shows each one's last value, and no extra scalar joins the
+    charts. ``chosen`` are the keys the command line set (a sweep's swept keys): they are listed
+    first, so they are among the columns the tab shows before any is ticked. ``trial`` names the
+    run in the table's Trial ID column. Written at the end
+    of training, while the writers are open, with tensorboard's own hparams summaries.
     """
 
-    def __init__(self, hparams: dict[str, Any], metric: str, mode: str = "min") -> None:
-        self.hparams, self.metric, self.mode = hparams, metric, mode
+    def __init__(
+        self,
+        hparams: dict[str, Any],
+        metric: str,
+        mode: str = "min",
+        chosen: Sequence[str] = (),
+        trial: str | None = None,
+    ) -> None:
+        self.hparams, self.metric, self.mode, self.chosen = hparams, metric, mode, list(chosen)
+        self.trial = trial
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not isinstance(pl_module, SeedModel) or pl_module.last_loss is None:
+        writers = tensorboards(trainer)
+        if not writers:
             return
-        metrics = {"hp/final_loss": float(pl_module.last_loss)}
-        if pl_module.history:
-            final = pl_module.history[-1]
-            metrics.update({f"hp/final/{k}": v for k, v in final.items() if "/" in k})
-            best = best_epoch(pl_module.history, self.metric, self.mode)
-            if best:
-                metrics[f"hp/best/{self.metric}"] = best["value"]
-        metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}
-        for logger in trainer.loggers:
-            logger.log_hyperparams(self.hparams, metrics)
+        from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2, summary_v2
+
+        types = {bool: api_pb2.DATA_TYPE_BOOL, str: api_pb2.DATA_TYPE_STRING}
+        infos = [
+            api_pb2.HParamInfo(
+                name=name,
+                type=types.get(type(value), api_pb2.DATA_TYPE_FLOAT64),
+                differs=name in self.chosen,
+            )
+            for name, value in self.hparams.items()
+        ]
+        logged = getattr(pl_module, "history", None) or [{}]
+        tags = dict.fromkeys(
+            [self.metric, *(t for t in ("Loss/train", "Loss/val") if t in logged[-1])]
+        )
+        metrics = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag)) for tag in tags]
+        status = api_pb2.STATUS_ABORTED if trainer.interrupted else api_pb2.STATUS_SUCCESS
+        summaries = (
+            _hparams_summary(
+                metadata.EXPERIMENT_TAG,
+                experiment=api_pb2.Experiment(hparam_infos=infos, metric_infos=metrics),
+            ),
+            summary_v2.hparams_pb(self.hparams, trial_id=self.trial),
+            _hparams_summary(
+                metadata.SESSION_END_INFO_TAG,
+                session_end_info=plugin_data_pb2.SessionEndInfo(status=status),
+            ),
+        )
+        for writer in writers:
+            # SummaryWriter has no call for a Summary of one's own; its FileWriter's add_summary
+            # is the public one (the writer makes it on creation and keeps it until closed).
+            file_writer: Any = writer.file_writer
+            for summary in summaries:
+                file_writer.add_summary(summary, trainer.global_step)
+
+
+def _hparams_summary(tag: str, **data: Any) -> Any:
+    """A Summary of the hparams plugin's data under ``tag``, as tensorboard's summary_v2 makes its
+    own (its public helpers for the experiment need TensorFlow, or compute the hparams' order)."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.plugins.hparams import metadata, plugin_data_pb2
+
+    meta = metadata.create_summary_metadata(plugin_data_pb2.HParamsPluginData(**data))
+    return Summary(value=[Summary.Value(tag=tag, metadata=meta, tensor=metadata.NULL_TENSOR)])
 
 
 class StopOnSignal(pl.Callback):

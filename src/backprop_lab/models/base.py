@@ -66,8 +66,10 @@ class SeedModel(pl.LightningModule):
         self.optimizer_factory = optimizer or partial(SGD, lr=0.01)
         self.gradients = gradients
         self.automatic_optimization = gradients != "manual"
-        self.train_metrics = EpochMetrics("train", outputs)
-        self.val_metrics = EpochMetrics("val", outputs)
+        # No epoch metric that repeats the loss (train/mse under a plain MSE objective).
+        same = self.objective.plain_term
+        self.train_metrics = EpochMetrics("train", outputs, same_as_loss=same)
+        self.val_metrics = EpochMetrics("val", outputs, same_as_loss=same)
         self.last_loss: Tensor | None = None
         #: One row per training epoch: epoch, step and every epoch-level metric (train and val).
         self.history: list[dict[str, float]] = []
@@ -153,7 +155,7 @@ class SeedModel(pl.LightningModule):
         self.train_metrics.update(loss, y_hat, batch[1])
         self.last_loss = loss.detach()
         if self._is_log_step():
-            self._log_now({"train/loss": loss, **{f"train/{k}": v for k, v in parts.items()}})
+            self._log_now({"Loss/train_step": loss, **{f"train/{k}": v for k, v in parts.items()}})
         return loss
 
     def _diverged(self, loss: Tensor) -> None:
@@ -187,7 +189,6 @@ class SeedModel(pl.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch(self.train_metrics)
-        self._log_now({f"params/{k}": v for k, v in self.scalar_values().items()})
         # Validation ran before this hook: callback_metrics hold this epoch's train and val values.
         row: dict[str, float] = {"epoch": self.current_epoch, "step": self.global_step}
         row.update(
@@ -240,6 +241,22 @@ class SeedModel(pl.LightningModule):
         """Every parameter entry as a 0-d tensor, named as the seed names it."""
         return self.seed_names(dict(self.named_parameters()))
 
+    def seed_groups(self) -> dict[str, list[str]]:
+        """The seed names each parameter tensor holds, in the seed's order (``W1``: w1..w4)."""
+        params = dict(self.named_parameters())
+        codes, offset = {}, 0
+        for name, p in params.items():  # each entry holds its own flat position over all tensors
+            codes[name] = torch.arange(offset, offset + p.numel(), dtype=torch.float64)
+            codes[name] = codes[name].view(p.shape)
+            offset += p.numel()
+        starts = {name: int(code.view(-1)[0]) for name, code in codes.items()}
+        groups: dict[str, list[str]] = {name: [] for name in params}
+        for seed, code in self.seed_names(codes).items():
+            flat = int(code)
+            owner = max((n for n in starts if starts[n] <= flat), key=lambda n: starts[n])
+            groups[owner].append(seed)
+        return groups
+
     def scalar_values(self) -> dict[str, float]:
         """Parameter values by seed name as Python floats (one device sync)."""
         return _floats(self.named_scalars())
@@ -282,13 +299,16 @@ class SeedModel(pl.LightningModule):
             logger.log_metrics(values, step=self.global_step)
 
     def _log_epoch(self, metrics: EpochMetrics) -> None:
-        """An epoch's metrics, to the loggers and ``trainer.callback_metrics`` (EarlyStopping,
-        ModelCheckpoint's ``monitor``), then reset for the next epoch. The values are already the
+        """An epoch's metrics, to ``trainer.callback_metrics`` (EarlyStopping, ModelCheckpoint's
+        ``monitor``) and to the loggers, then reset for the next epoch. The values are already the
         whole epoch's over every process (torchmetrics sums the states), so ``sync_dist`` only
-        tells Lightning so: the mean of equal values."""
+        tells Lightning so: the mean of equal values. They go to the loggers directly, as the
+        per-step ones do: through ``self.log`` Lightning would add an ``epoch`` scalar beside
+        them, a chart no learner looks for."""
         values = metrics.compute()
         metrics.reset()
-        self.log_dict(values, sync_dist=True)
+        self.log_dict(values, sync_dist=True, logger=False)
+        self._log_now(values)
 
 
 def _floats(scalars: Mapping[str, Tensor]) -> dict[str, float]:

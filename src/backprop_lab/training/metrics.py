@@ -44,11 +44,14 @@ class _Held:
 
 
 class EpochMetrics(Metric):
-    """``{prefix}/loss_epoch``, ``/mse``, ``/mae`` and, for two rows or more, ``/r2`` of an epoch.
+    """``Loss/{prefix}``, ``{prefix}/mse``, ``/mae`` and, for two rows or more, ``/r2`` of an epoch.
 
-    ``loss_epoch`` is the row-weighted mean of the steps' losses (the objective, with any L2 term);
-    mse and mae are over every element, and r2 is per output column, averaged, as torchmetrics'
-    R2Score gives it (R^2 is undefined for a single row).
+    ``Loss/{prefix}`` is the row-weighted mean of the steps' losses (the objective, with any L2
+    term), in the ``Loss`` group TensorBoard lists first (capitals sort before lower case, as in
+    PyTorch's ``Loss/train``); mse and mae are over every element, and r2 is per output column,
+    averaged, as torchmetrics' R2Score gives it (R^2 is undefined for a single row).
+    ``same_as_loss`` names a metric left out because it is the loss itself (mse, when the
+    objective is plain MSE).
     """
 
     full_state_update = False
@@ -58,9 +61,10 @@ class EpochMetrics(Metric):
     held: Tensor
     held_rows: Tensor
 
-    def __init__(self, prefix: str, outputs: int = 1) -> None:
+    def __init__(self, prefix: str, outputs: int = 1, same_as_loss: str | None = None) -> None:
         super().__init__()
         self.prefix = prefix
+        self.same_as_loss = same_as_loss
         self.outputs = outputs
         # float64 whatever the training dtype: 10^7 float32 rows summed in float32 lose digits.
         zero = torch.zeros((), dtype=torch.float64)
@@ -149,13 +153,14 @@ class EpochMetrics(Metric):
         abs_error, squared_error, y_sum, y_squares = self.moments
         elements = rows * len(squared_error)
         values = {
-            "loss_epoch": self.loss_sum / rows,
             "mse": squared_error.sum() / elements,
             "mae": abs_error.sum() / elements,
         }
         if rows >= 2:
             values["r2"] = r2_score(squared_error, y_squares - y_sum * y_sum / rows)
-        return {f"{self.prefix}/{name}": value for name, value in values.items()}
+        values.pop(self.same_as_loss or "", None)
+        named = {f"{self.prefix}/{name}": value for name, value in values.items()}
+        return {f"Loss/{self.prefix}": self.loss_sum / rows, **named}
 
 
 def _rows(steps: list[Step]) -> tuple[Tensor, Tensor, Tensor]:

@@ -71,6 +71,11 @@ class Objective:
         parts["s"] = penalty
         return data_loss + penalty, parts
 
+    @property
+    def plain_term(self) -> str | None:
+        """The data loss's name where it is the whole objective (one term, weight 1, no L2)."""
+        return next(iter(self.terms)) if self._single and not self.l2 else None
+
     def grad_output(self, y_hat: Tensor, y: Tensor) -> Tensor:
         """dL/dy_hat of the data loss L (the L2 term does not depend on y_hat)."""
         grads = []

@@ -25,7 +25,7 @@ from hydra.types import RunMode
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
-from backprop_lab import files
+from backprop_lab import console, files
 from backprop_lab.callbacks import HParamsSummary, StopOnSignal
 from backprop_lab.config import task_overrides
 from backprop_lab.dashboard import render
@@ -35,7 +35,7 @@ from backprop_lab.ranks import is_rank_zero
 from backprop_lab.rows import as_rows
 from backprop_lab.training import checkpoints
 from backprop_lab.training.build import build_data, build_model, make, path_error
-from backprop_lab.training.hparams import hparams
+from backprop_lab.training.hparams import hparams, trial_id
 from backprop_lab.training.summary import (
     finish_run_files,
     kept,
@@ -89,7 +89,11 @@ def train(
             resume, saved = _checkpoint_to_resume(cfg, output_dir)
             datamodule = build_data(cfg)
             callbacks = [make("callbacks", c) for c in (cfg.get("callbacks") or {}).values() if c]
-            callbacks += [*extra_callbacks, HParamsSummary(hparams(cfg), **cfg.objective), stop]
+            values, chosen = hparams(cfg)
+            summary_of_hparams = HParamsSummary(
+                values, **cfg.objective, chosen=chosen, trial=trial_id(cfg)
+            )
+            callbacks += [*extra_callbacks, summary_of_hparams, stop]
             loggers = [make("logger", lg) for lg in (cfg.get("logger") or {}).values() if lg]
             # Without validation data, tell the Trainer so rather than hand it an empty loader.
             no_val = {"limit_val_batches": 0} if datamodule.val_xy is None else {}
@@ -137,7 +141,7 @@ def train(
             render.wait()  # the run's figures: the report names only files that exist
     except KeyboardInterrupt:
         summary["figures"] = (
-            "not all drawn: stopped by SIGINT; a .figures-*.pkl file left in the run dir keeps "
+            "not all drawn: stopped by SIGINT; a .figures-*.json file left in the run dir keeps "
             "the numbers of its figures, and python -m backprop_lab.dashboard.render <file> "
             "draws them"
         )
@@ -153,7 +157,7 @@ def train(
         full = files.DiskFull(
             f"no space left on the device of {output_dir} while drawing the figures; the "
             "training itself finished: free some space, then draw them with python -m "
-            "backprop_lab.dashboard.render <the .figures-*.pkl file in the run dir>"
+            "backprop_lab.dashboard.render <the .figures-*.json file in the run dir>"
         )
         summary["status"], summary["error"] = "failed", one_line(full)
         write_run_files(cfg, summary, model, trainer, output_dir, started)  # if there is room
@@ -161,7 +165,9 @@ def train(
     if trainer.is_global_zero:
         finish_run_files(cfg, summary, model, trainer, output_dir, started)
     if trainer.is_global_zero and not quiet:
-        print(report(summary))
+        # Through the run's log: the console shows it, and train.log keeps it. A sweep prints
+        # one TensorBoard command for all its jobs at its end (tools/sweep.py).
+        console.say(report(summary, tensorboard=not _in_multirun()))
     return summary
 
 
@@ -220,6 +226,10 @@ def _sweep_draws_later() -> bool:
     hydra = HydraConfig.get()
     launcher = str(hydra.launcher.get("_target_", ""))
     return hydra.mode == RunMode.MULTIRUN and launcher.endswith(".BasicLauncher")
+
+
+def _in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def _refuse_ddp_in_multirun(cfg: DictConfig) -> None:
