@@ -1,4 +1,5 @@
-"""Explain one step: `uv run explain.py model=sigmoid_net [step=K] [format=markdown|json]`."""
+"""Explain one step: `uv run explain.py model=sigmoid_net [step=K] [format=markdown|json]
+[graph=graph.png]`."""
 
 from backprop_lab import cli  # first: from here on a Ctrl-C ends in one line, exit 130
 
@@ -12,10 +13,13 @@ from backprop_lab import schema
 
 def task(cfg: DictConfig) -> None:
     schema.check(cfg)
-    from backprop_lab.tools.explain import explain, write
+    from backprop_lab.tools.explain import explain, write, write_graph
 
     cli.imports_done()
-    write(explain(cfg), cfg.format, cfg.output)
+    derivation = explain(cfg)
+    write(derivation, cfg.format, cfg.output)
+    if cfg.graph is not None:
+        write_graph(derivation, str(cfg.graph))
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="explain")

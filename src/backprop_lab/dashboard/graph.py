@@ -1,9 +1,12 @@
-"""The model's graphs: the forward pass traced with ``torch.fx`` as a TensorBoard GraphDef (Graphs
-tab), and the graph ``loss.backward()`` walks, grad_fn by grad_fn, as text (seed 001's subject)."""
+"""The model's graphs: the forward pass and the loss as a TensorBoard GraphDef (Graphs tab), the
+graph ``loss.backward()`` walks, grad_fn by grad_fn, as text (seed 001's subject), and the
+computational graph of the first step drawn with its numbers (Images tab and ``graph.png``)."""
 
 from __future__ import annotations
 
 import logging
+import operator
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
@@ -12,11 +15,15 @@ from torch import Tensor
 
 from backprop_lab.callbacks import tensorboard_loggers
 from backprop_lab.dashboard import render
-from backprop_lab.dashboard.figures import training_rows, training_xy
+from backprop_lab.dashboard.figures import seed_slots, training_rows, training_xy
 from backprop_lab.models import SeedModel
+from backprop_lab.models.base import Batch
+from backprop_lab.tools.explain import Derivation, derive, graph_data
+from backprop_lab.training.objective import DATA_LOSSES
 
 if TYPE_CHECKING:
     from tensorboard.compat.proto.graph_pb2 import GraphDef
+    from tensorboard.compat.proto.node_def_pb2 import NodeDef
 
 log = logging.getLogger(__name__)
 
@@ -24,12 +31,11 @@ log = logging.getLogger(__name__)
 class ComputationGraph(pl.Callback):
     """The model's computational graph, once, at the end of training.
 
-    Graphs tab: the forward pass on one batch of training data, traced with ``torch.fx`` (every
-    operation with its output shape; ``torch.jit.trace``, which ``SummaryWriter.add_graph`` uses,
-    is deprecated). SummaryWriter has no public call for a GraphDef of one's own, so the graph
-    goes to render.py, which writes it after ``fit`` into the event file that also holds the
-    figures. Text tab, ``graph/backward``: the graph that ``loss.backward()`` walks for that
-    batch, from the loss back through each ``grad_fn`` to the ``AccumulateGrad`` nodes that
+    Graphs tab: the forward pass on one batch of training data, traced with ``torch.fx``, and
+    its loss (``forward_graph``). SummaryWriter has no public call for a GraphDef of one's own,
+    so the graph goes to render.py, which writes it after ``fit`` into the event file that also
+    holds the figures. Text tab, ``graph/backward``: the graph that ``loss.backward()`` walks for
+    that batch, from the loss back through each ``grad_fn`` to the ``AccumulateGrad`` nodes that
     write ``.grad``.
     """
 
@@ -44,7 +50,7 @@ class ComputationGraph(pl.Callback):
         batch_size = getattr(getattr(trainer, "datamodule", None), "batch_size", 1)
         batch = training_rows(xy, pl_module, batch_size)
         try:
-            graph = forward_graph(pl_module, batch[0]).SerializeToString()
+            graph = forward_graph(pl_module, *batch).SerializeToString()
         except (torch.fx.proxy.TraceError, TypeError, RuntimeError, NotImplementedError) as e:
             log.warning(
                 "no graph in TensorBoard: torch.fx cannot trace %s (%s)",
@@ -60,45 +66,199 @@ class ComputationGraph(pl.Callback):
             render.submit(render.Job([], logdirs=logdirs, step=trainer.global_step, graph=graph))
 
 
-def forward_graph(model: torch.nn.Module, x: Tensor) -> GraphDef:
-    """The forward pass at input ``x`` as a TensorBoard GraphDef: one node per operation, named
-    ``<Model>/<op>``, with the inputs and parameters it reads and the shape it gives."""
-    from tensorboard.compat.proto.attr_value_pb2 import AttrValue
+class GraphFigure(pl.Callback):
+    """The computational graph of the run's first step, drawn with its numbers as explain.py
+    derives them: each node's value and gradient, each edge's local derivative, for one row of
+    the batch (dashboard/drawn_graph.py). TensorBoard's Images tab shows it as
+    ``figures/<label>/graph``; ``path`` (if given) is a PNG of it in the run dir.
+
+    The first training batch and a copy of the parameters before its update are all that is kept
+    while training; after it, those parameters are put back for a moment, the step is derived
+    (``explain.derive``, the numbers of ``explain.py step=0``) and render.py draws it after
+    ``fit``. A resumed run draws the first step it trains. Under data-parallel training rank 0
+    draws its share of the batch.
+    """
+
+    def __init__(self, path: str | None = None, label: str = "run", row: int = 0) -> None:
+        self.path, self.label, self.row = path, label, row
+        self._first: tuple[int, dict[str, Tensor], Batch] | None = None
+
+    @property
+    def tag(self) -> str:
+        return f"figures/{self.label}/graph"
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: SeedModel, batch: Batch, batch_idx: int
+    ) -> None:
+        if self._first is None:
+            initial = {n: p.detach().clone() for n, p in pl_module.named_parameters()}
+            self._first = (trainer.global_step, initial, batch)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: SeedModel) -> None:
+        first, self._first = self._first, None
+        if first is None or not trainer.is_global_zero:
+            return
+        step, initial, batch = first
+        try:
+            derivation = derive_with(pl_module, initial, batch, step)
+        except NotImplementedError:
+            log.warning("no graph figure: %s has no chains()", type(pl_module).__name__)
+            return
+        data = graph_data(derivation, min(self.row, derivation.rows - 1))
+        figure = render.Figure(self.tag, "computational_graph", (data,))
+        logdirs = [lg.log_dir for lg in tensorboard_loggers(trainer)]
+        files = {self.tag: str(self.path)} if self.path else {}
+        if logdirs or files:
+            render.submit(render.Job([figure], files=files, logdirs=logdirs, step=step))
+
+
+def derive_with(
+    model: SeedModel, parameters: dict[str, Tensor], batch: Batch, step: int
+) -> Derivation:
+    """explain's derivation of ``batch`` at the given parameter values; the model's own are
+    back in place afterwards."""
+    params = dict(model.named_parameters())
+    current = {n: p.detach().clone() for n, p in params.items()}
+    x, y = batch
+    first = next(iter(params.values()))
+    batch = (x.to(first.device, first.dtype), y.to(first.device, first.dtype))
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(parameters[n])
+    try:
+        return derive(model, batch, step)
+    finally:
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(current[n])
+
+
+def forward_graph(model: SeedModel, x: Tensor, y: Tensor | None = None) -> GraphDef:
+    """The forward pass at input ``x`` and, with the targets ``y``, the loss, as a TensorBoard
+    GraphDef named as the math is: the input ``x``; the parameters by the seed's names (``w0``,
+    ``w1``, ``w2`` of the quadratic's ``w``; ``W1``, ``b1``, ... of the net); each operation by
+    its name (``pow``, ``mul``, ``add``, ``matmul``, ``sigmoid``; ``W1.T``, a ``transpose``);
+    ``y_hat``; then the target ``y``, each loss term and ``L`` (``s`` and ``J`` with an L2
+    term). Every node holds its shape and the expression it computes."""
     from tensorboard.compat.proto.graph_pb2 import GraphDef
-    from tensorboard.compat.proto.node_def_pb2 import NodeDef
-    from tensorboard.compat.proto.tensor_shape_pb2 import TensorShapeProto
     from tensorboard.compat.proto.versions_pb2 import VersionDef
     from torch.fx.passes.shape_prop import ShapeProp
 
     traced = torch.fx.symbolic_trace(model)
     with torch.no_grad():
         ShapeProp(traced).propagate(x)
-    scope = type(model).__name__
+    params = dict(model.named_parameters())
+    by_slot = {slot: seed for seed, slot in seed_slots(model).items()}
+    graph = _Graph()
     names: dict[torch.fx.Node, str] = {}
-    nodes = []
     for node in traced.graph.nodes:
+        shape = getattr(node.meta.get("tensor_meta"), "shape", None)
+        entry = _entry(node, params, by_slot)
+        if (
+            node.op == "get_attr"
+            and node.users
+            and all(_entry(user, params, by_slot) for user in node.users)
+        ):
+            continue  # a parameter read entry by entry (the quadratic's w[0]): its entries
         if node.op == "placeholder":
-            names[node], op = f"input/{node.name}", "input"
-        elif node.op == "output":
-            names[node], op = "output/output", "output"
+            names[node] = graph.add(node.name, "input", [], shape)
         elif node.op == "get_attr":
-            names[node], op = f"{scope}/{node.target}", "parameter"
+            target = str(node.target)
+            seed = by_slot.get((target, 0)) if params[target].numel() == 1 else None
+            names[node] = graph.add(seed or target, "parameter", [], shape)
+        elif entry is not None:
+            names[node] = graph.add(entry, "parameter", [], shape)
+        elif node.op == "output":
+            (value,) = node.all_input_nodes
+            names[node] = graph.add("y_hat", "output", [names[value]], shape, names[value])
         else:
-            names[node], op = f"{scope}/{node.name}", _op_name(node)
-        attr = {}
-        meta = node.meta.get("tensor_meta")
-        if meta is not None and hasattr(meta, "shape"):
-            dims = [TensorShapeProto.Dim(size=int(d)) for d in meta.shape]
-            attr["_output_shapes"] = AttrValue(
-                list=AttrValue.ListValue(shape=[TensorShapeProto(dim=dims)])
-            )
-            attr["dtype"] = AttrValue(s=str(meta.dtype).encode())
-        if node.op in ("call_function", "call_method", "call_module"):
-            args = ", ".join(names[a] if a in names else repr(a) for a in node.args)
-            attr["expression"] = AttrValue(s=f"{op}({args})".encode())
-        inputs = [names[a] for a in node.all_input_nodes]
-        nodes.append(NodeDef(name=names[node], op=op, input=inputs, attr=attr))
-    return GraphDef(node=nodes, versions=VersionDef(producer=22))
+            inputs = [names[a] for a in node.all_input_nodes]
+            if node.target is getattr and node.args[1:] == ("T",):
+                expression = f"transpose({inputs[0]})"
+                names[node] = graph.add(f"{inputs[0]}.T", "transpose", inputs, shape, expression)
+                continue
+            op = _op_name(node)
+            args = [names[a] if isinstance(a, torch.fx.Node) else repr(a) for a in node.args]
+            names[node] = graph.add(op, op, inputs, shape, f"{op}({', '.join(args)})")
+    if y is not None:
+        weights = []  # the L2 term's: each penalised parameter's node, or its entries' nodes
+        for w in model.penalised:
+            read = [names[n] for n in names if n.op == "get_attr" and n.target == w]
+            weights += read or [seed for (param, _), seed in by_slot.items() if param == w]
+        graph.loss(model, names[next(n for n in names if n.op == "output")], y, weights)
+    return GraphDef(node=graph.nodes, versions=VersionDef(producer=22))
+
+
+class _Graph:
+    """The nodes of a GraphDef, each name used once."""
+
+    def __init__(self) -> None:
+        self.nodes: list[NodeDef] = []
+        self.taken: set[str] = set()
+
+    def add(
+        self, name: str, op: str, inputs: list[str], shape: Any = None, expression: str = ""
+    ) -> str:
+        unique, n = name, 1
+        while unique in self.taken:
+            unique, n = f"{name}_{n}", n + 1
+        self.taken.add(unique)
+        self.nodes.append(_node_def(unique, op, inputs, shape, expression))
+        return unique
+
+    def loss(self, model: SeedModel, y_hat: str, y: Tensor, weights: list[str]) -> None:
+        """The objective's nodes after ``y_hat``: the target, each data loss term, L; the L2
+        term s of the ``weights`` and J = L + s where there is one."""
+        objective = model.objective
+        target = self.add("y", "target", [], tuple(y.shape))
+        terms = {n: (DATA_LOSSES[n][0].__name__, w) for n, w in objective.terms.items()}
+        if len(terms) == 1:
+            ((fn, weight),) = terms.values()
+            scale = "" if weight == 1 else f"{weight:g}*"
+            data_loss = self.add("L", fn, [y_hat, target], (), f"{scale}{fn}({y_hat}, {target})")
+        else:
+            parts = [
+                self.add(f"L.{n}", fn, [y_hat, target], (), f"{fn}({y_hat}, {target})")
+                for n, (fn, _) in terms.items()
+            ]
+            weighted = zip(parts, terms.values(), strict=True)
+            expression = " + ".join(f"{w:g}*{part}" for part, (_, w) in weighted)
+            data_loss = self.add("L", "add", parts, (), expression)
+        if objective.l2:
+            norms = " + ".join(f"||{w}||^2" for w in weights)
+            expression = f"{objective.l2:g}/2 * ({norms})"
+            penalty = self.add("s", "l2_penalty", weights, (), expression)
+            self.add("J", "add", [data_loss, penalty], (), f"{data_loss} + {penalty}")
+
+
+def _entry(
+    node: torch.fx.Node, params: Mapping[str, Tensor], by_slot: Mapping[tuple[str, int], str]
+) -> str | None:
+    """The seed's name of ``node`` where it reads one entry of a parameter (``w[0]``: w0)."""
+    if node.op != "call_function" or node.target is not operator.getitem:
+        return None
+    source, index = node.args[0], node.args[1]
+    if not isinstance(source, torch.fx.Node) or source.op != "get_attr":
+        return None
+    param = params[str(source.target)]
+    flat = torch.arange(param.numel()).view(param.shape)[index]  # type: ignore[index]
+    return by_slot.get((str(source.target), int(flat))) if flat.dim() == 0 else None
+
+
+def _node_def(name: str, op: str, inputs: list[str], shape: Any, expr: str) -> NodeDef:
+    from tensorboard.compat.proto.attr_value_pb2 import AttrValue
+    from tensorboard.compat.proto.node_def_pb2 import NodeDef
+    from tensorboard.compat.proto.tensor_shape_pb2 import TensorShapeProto
+
+    attr = {}
+    if shape is not None:
+        dims = [TensorShapeProto.Dim(size=int(d)) for d in shape]
+        attr["_output_shapes"] = AttrValue(
+            list=AttrValue.ListValue(shape=[TensorShapeProto(dim=dims)])
+        )
+    if expr:
+        attr["expression"] = AttrValue(s=expr.encode())
+    return NodeDef(name=name, op=op, input=inputs, attr=attr)
 
 
 def _op_name(node: torch.fx.Node) -> str:

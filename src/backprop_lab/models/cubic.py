@@ -46,12 +46,25 @@ class CubicRegression(SeedModel):
         return {"x": column, "x^2": column**2, "x^3": column**3, "y_hat": self(x)[:, 0]}
 
     def chains(self, x: Tensor, grad_output: Tensor) -> dict[str, list[Path]]:
+        # dy_hat/dw_i = x^(3 - i); x reaches y_hat through x^3 and x^2 (dx^p/dx = p*x^(p-1))
+        # and directly (dy_hat/dx = w2).
         g, x = grad_output[:, 0], x[:, 0]
         symbols = {3: "x^3", 2: "x^2", 1: "x", 0: "1"}
-        return {
+        chains = {
             f"w{i}": [[("dL/dy_hat", g), (f"dy_hat/dw{i} = {symbols[p]}", x**p)]]
             for i, p in enumerate(POWERS)
         }
+        ones = torch.ones_like(x)
+        chains["x"] = [
+            [
+                ("dL/dy_hat", g),
+                ("dy_hat/dx^3 = w0", self.w[0] * ones),
+                ("dx^3/dx = 3x^2", 3 * x**2),
+            ],
+            [("dL/dy_hat", g), ("dy_hat/dx^2 = w1", self.w[1] * ones), ("dx^2/dx = 2x", 2 * x)],
+            [("dL/dy_hat", g), ("dy_hat/dx = w2", self.w[2] * ones)],
+        ]
+        return chains
 
     def seed_names(self, tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
         return {f"w{i}": tensors["w"][i] for i in range(len(POWERS))}

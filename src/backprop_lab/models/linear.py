@@ -45,10 +45,12 @@ class LinearRegression(SeedModel):
         return {"x": x[:, 0], "y_hat": self(x)[:, 0]}
 
     def chains(self, x: Tensor, grad_output: Tensor) -> dict[str, list[Path]]:
+        # y_hat = w*x + b: dy_hat/dw = x, dy_hat/db = 1, and for the input dy_hat/dx = w.
         g = grad_output[:, 0]
         chains = {"w": [[("dL/dy_hat", g), ("dy_hat/dw", x[:, 0])]]}
         if self.b is not None:
             chains["b"] = [[("dL/dy_hat", g), ("dy_hat/db", torch.ones_like(g))]]
+        chains["x"] = [[("dL/dy_hat", g), ("dy_hat/dx", self.w * torch.ones_like(g))]]
         return chains
 
     def seed_names(self, tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:

@@ -38,12 +38,21 @@ class QuadraticRegression(SeedModel):
         return {"x": x[:, 0], "x^2": x[:, 0] ** 2, "y_hat": self(x)[:, 0]}
 
     def chains(self, x: Tensor, grad_output: Tensor) -> dict[str, list[Path]]:
+        # y_hat = w0*x^2 + w1*x + w2: each coefficient's local derivative is its power of x, and
+        # x reaches y_hat twice, through x^2 (dx^2/dx = 2x) and directly.
         g, x = grad_output[:, 0], x[:, 0]
-        local = {"w0": ("x^2", x**2), "w1": ("x", x), "w2": ("1", torch.ones_like(x))}
-        return {
+        ones = torch.ones_like(x)
+        local = {"w0": ("x^2", x**2), "w1": ("x", x), "w2": ("1", ones)}
+        chains = {
             w: [[("dL/dy_hat", g), (f"dy_hat/d{w} = {sym}", val)]]
             for w, (sym, val) in local.items()
         }
+        w0, w1 = self.w[0] * ones, self.w[1] * ones
+        chains["x"] = [
+            [("dL/dy_hat", g), ("dy_hat/dx^2 = w0", w0), ("dx^2/dx = 2x", 2 * x)],
+            [("dL/dy_hat", g), ("dy_hat/dx = w1", w1)],
+        ]
+        return chains
 
     def seed_names(self, tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
         return {f"w{i}": tensors["w"][i] for i in range(3)}

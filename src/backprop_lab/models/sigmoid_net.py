@@ -103,7 +103,8 @@ class SigmoidNet(SeedModel):
 
     def chains(self, x: Tensor, grad_output: Tensor) -> dict[str, list[Path]]:
         """Seed 000's derivation: e.g. dL/dw1 sums the paths through out_o1 and out_o2,
-        dL/dout_ok * dout_ok/din_ok * din_ok/dout_h1 * dout_h1/din_h1 * din_h1/dw1."""
+        dL/dout_ok * dout_ok/din_ok * din_ok/dout_h1 * dout_h1/din_h1 * din_h1/dw1; and the
+        inputs' paths, dL/dx1 through every hidden unit and output."""
         _, out_h, _, out_o = self.layers(x)
         hidden, inputs = self.W1.shape
         outputs = self.out_features
@@ -137,14 +138,18 @@ class SigmoidNet(SeedModel):
                     [*to_hidden(k, j), (f"din_h{j + 1}/d{b}", ones)] for k in range(outputs)
                 ]
         for k in range(outputs):
-            for j in range(
-                hidden
-            ):  # W2[k, j] is seed weight w(hidden * inputs + j * outputs + k + 1)
+            for j in range(hidden):  # W2[k, j] is seed weight w(hidden*inputs + j*outputs + k + 1)
                 w = f"w{hidden * inputs + j * outputs + k + 1}"
                 chains[w] = [[*to_output(k), (f"din_o{k + 1}/d{w}", out_h[:, j])]]
             if self.b2 is not None:
                 b = f"b_o{k + 1}"
                 chains[b] = [[*to_output(k), (f"din_o{k + 1}/d{b}", ones)]]
+        for i in range(inputs):  # the inputs too: din_hj/dxi = W1[j, i], through every unit
+            chains[f"x{i + 1}"] = [
+                [*to_hidden(k, j), (f"din_h{j + 1}/dx{i + 1}", self.W1[j, i] * ones)]
+                for j in range(hidden)
+                for k in range(outputs)
+            ]
         return chains
 
     def seed_names(self, tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
