@@ -21,7 +21,7 @@ import torch
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import ProgressBar as LightningProgressBar
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from test_plots import check_png
+from test_plots import check_png, png_size
 
 from backprop_lab.dashboard import figures, graph, plots, progress
 from backprop_lab.models import LinearRegression, QuadraticRegression, SigmoidNet
@@ -117,12 +117,12 @@ def test_tensorboard_serves_the_whole_dashboard_of_a_finished_run(run, tmp_path,
         assert name in tb.json("/data/runs")
 
         scalars = tb.json("/data/plugin/scalars/tags")[name]
-        assert {"train/loss", "train/loss_epoch", "params/w0", "grad/norm", "gradcheck/w0"} <= set(
+        assert {"train/loss", "Loss/train", "params/w0", "grad/norm", "gradcheck/w0"} <= set(
             scalars
         )
-        loss = tb.json("/data/plugin/scalars/scalars", run=name, tag="train/loss_epoch")
+        loss = tb.json("/data/plugin/scalars/scalars", run=name, tag="Loss/train")
         assert len(loss) == 100  # [wall time, step, value] per epoch
-        final = summary["final_metrics"]["train/loss_epoch"]
+        final = summary["final_metrics"]["Loss/train"]
         assert loss[-1][2] == pytest.approx(final, rel=1e-6)
 
         histograms = tb.json("/data/plugin/histograms/tags")[name]
@@ -132,25 +132,32 @@ def test_tensorboard_serves_the_whole_dashboard_of_a_finished_run(run, tmp_path,
         hparams = {h["name"] for h in experiment["hparamInfos"]}
         assert {"model", "optimizer.lr", "data.batch_size"} <= hparams
         metrics = {m["name"]["tag"] for m in experiment["metricInfos"]}
-        assert {"hp/final_loss", "hp/best/train/loss_epoch"} <= metrics
+        assert {"hp/final_loss", "hp/best/Loss/train"} <= metrics
 
         assert tb.json("/data/plugin/graphs/info")[name]["run_graph"] is True
         graph = tb.get("/data/plugin/graphs/graph", run=name, conceptual="false").decode()
-        for node in ("input/x", "QuadraticRegression/w", "QuadraticRegression/pow", "output"):
+        for node in ("x", "w0", "pow", "y_hat", "L"):
             assert f'name: "{node}' in graph
 
         images = tb.json("/data/plugin/images/tags")[name]
         assert set(images) == {
-            "plots/loss_curve",
-            "plots/parameters",
-            "plots/loss_surface/w0_w1",
-            "plots/loss_surface/w0_w2",
-            "plots/loss_surface/w1_w2",
+            f"figures/quadratic/{figure}"
+            for figure in (
+                "loss_curve",
+                "parameters",
+                "first_step",
+                "data_fit",
+                "graph",
+                "loss_surface/w0_w1",
+                "loss_surface/w0_w2",
+                "loss_surface/w1_w2",
+            )
         }
         for tag in images:
             (entry,) = tb.json("/data/plugin/images/images", run=name, tag=tag)
             assert entry["step"] == 300
-            check_png(tb.get("/data/plugin/images/individualImage?" + entry["query"]))
+            png = tb.get("/data/plugin/images/individualImage?" + entry["query"])
+            check_png(png, png_size(png) if tag.endswith("/graph") else (plots.WIDTH, plots.HEIGHT))
 
         texts = tb.json("/data/plugin/text/tags")[name]
         # SummaryWriter.add_text files a text under <tag>/text_summary
@@ -174,7 +181,7 @@ def test_tensorboard_serves_the_whole_dashboard_of_a_finished_run(run, tmp_path,
     assert f"checkpoint: {out / 'checkpoints' / 'last.ckpt'}" in lines
     assert f"tensorboard: uv run tensorboard --logdir {out}" in lines
     assert lines[-1] == f"logs: {out}"
-    assert "best epoch: 99 (train/loss_epoch=" in report
+    assert "best epoch: 99 (Loss/train=" in report
 
 
 def test_the_loss_curve_png_lies_beside_summary_json(run):
@@ -191,26 +198,35 @@ def _images(run_dir: Path) -> dict[str, object]:
 
 
 @pytest.mark.parametrize(
-    ("overrides", "surfaces"),
+    ("overrides", "label", "surfaces"),
     [
-        (("model=linear", "trainer.max_epochs=5"), {"plots/loss_surface/w"}),
-        (("experiment=seed002",), {"plots/loss_surface/w_b"}),
+        (("model=linear", "trainer.max_epochs=5"), "linear", {"loss_surface/w"}),
+        (("experiment=seed002",), "seed002", {"loss_surface/w_b"}),
         # 8 weights: slices through the three that moved most (w5, w6, w8 from seed 000's start)
         (
             ("model=sigmoid_net", "trainer.max_epochs=20"),
-            {"plots/loss_surface/w5_w6", "plots/loss_surface/w5_w8", "plots/loss_surface/w6_w8"},
+            "sigmoid_net",
+            {"loss_surface/w5_w6", "loss_surface/w5_w8", "loss_surface/w6_w8"},
         ),
-        (("model=quadratic", "trainer.max_epochs=3", "callbacks.plots.max_surfaces=0"), set()),
+        (
+            ("model=quadratic", "trainer.max_epochs=3", "callbacks.plots.max_surfaces=0"),
+            "quadratic",
+            set(),
+        ),
     ],
     ids=["one-parameter", "two-parameters", "eight-parameters", "surfaces-off"],
 )
-def test_images_per_model(run, overrides, surfaces):
+def test_images_per_model(run, overrides, label, surfaces):
     summary = run(*overrides)
     images = _images(Path(summary["output_dir"]))
-    assert set(images) == {"plots/loss_curve", "plots/parameters", *surfaces}
-    for image in images.values():
-        assert (image.width, image.height) == (plots.WIDTH, plots.HEIGHT)
-        check_png(image.encoded_image_string)
+    figures = {"loss_curve", "parameters", "first_step", "data_fit", "graph", *surfaces}
+    assert set(images) == {f"figures/{label}/{figure}" for figure in figures}
+    for tag, image in images.items():
+        # The graph is as large as its nodes need; every other figure WIDTH x HEIGHT.
+        size = (plots.WIDTH, plots.HEIGHT) if not tag.endswith("/graph") else None
+        size = size or png_size(image.encoded_image_string)
+        assert (image.width, image.height) == size
+        check_png(image.encoded_image_string, size)
 
 
 def test_without_tensorboard_the_png_is_still_written(run):
@@ -270,9 +286,9 @@ def test_surface_pairs_take_the_parameters_that_moved_most():
 def test_forward_graph_has_each_operation_with_its_shape():
     forward = graph.forward_graph(SigmoidNet(), torch.tensor([[0.5, 0.3]]))
     nodes = {n.name: n for n in forward.node}
-    assert {"input/x", "SigmoidNet/W1", "SigmoidNet/matmul", "SigmoidNet/sigmoid_1"} <= set(nodes)
-    assert nodes["output/output"].input == ["SigmoidNet/sigmoid_1"]
-    shape = nodes["SigmoidNet/sigmoid_1"].attr["_output_shapes"].list.shape[0]
+    assert {"x", "W1", "matmul", "sigmoid_1", "y_hat"} <= set(nodes)
+    assert nodes["y_hat"].input == ["sigmoid_1"]
+    shape = nodes["sigmoid_1"].attr["_output_shapes"].list.shape[0]
     assert [d.size for d in shape.dim] == [1, 2]
 
 

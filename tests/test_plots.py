@@ -45,14 +45,21 @@ def test_importing_plots_does_not_load_matplotlib():
 @pytest.mark.parametrize(
     "make",
     [
-        lambda: plots.loss_curve([0, 1, 2, 3], {"train": [4.0, 1.0, 0.1, 0.01], "val": [5, 2, 1]}),
+        lambda: plots.loss_curve(
+            {"train": ([0, 1, 2, 3], [4.0, 1.0, 0.1, 0.01]), "val": ([1, 2, 3], [5, 2, 1])}
+        ),
         lambda: plots.parameter_trajectories([0, 1, 2], {"w0": [1, 0.5, 0.2], "w1": [1, 2, 3]}),
+        lambda: plots.parameter_trajectories(
+            [0, 1], {"w": [-0.25, -0.15], "b": [0.9, 0.95]}, "t", {"w": 1.0, "b": 0.5}, "a note"
+        ),
         lambda: plots.loss_profile(
             np.linspace(1, 3, 50),
             (np.linspace(1, 3, 50) - 2) ** 2,
             [3, 2.5, 2.1],
             [1, 0.25, 0.01],
             "w",
+            "t",
+            2.0,
         ),
         lambda: plots.loss_surface(
             np.linspace(-1, 1, 30),
@@ -61,12 +68,39 @@ def test_importing_plots_does_not_load_matplotlib():
             [1, 0.5, 0.1],
             [2, 1, 0.2],
             ("a", "b"),
+            "t",
+            (0.0, 0.0),
+        ),
+        lambda: plots.first_step(["w", "b"], [-0.25, 0.9], [-10.0, None], [-0.15, None]),
+        lambda: plots.data_fit(
+            [1, 2, 3],
+            [2, 4, 6],
+            np.linspace(0.9, 3.1, 20),
+            {"before": np.linspace(2.7, 9.3, 20), "after": np.linspace(1.8, 6.2, 20)},
+        ),
+        lambda: plots.targets_outputs(
+            np.array([[0.23, -0.07]]),
+            np.array([[0.48, 0.53]]),
+            np.array([[0.24, 0.07]]),
+            ["y1", "y2"],
+            "t",
+            (0.0, 1.0),
         ),
         lambda: plots.compare_loss_curves(
             {"0: lr=0.1": ([0, 1], [3, 1]), "1: lr=1": ([0, 1], [3, 2])}
         ),
     ],
-    ids=["loss_curve", "parameters", "profile", "surface", "sweep"],
+    ids=[
+        "loss_curve",
+        "parameters",
+        "parameters-optimum",
+        "profile",
+        "surface",
+        "first_step",
+        "data_fit",
+        "targets_outputs",
+        "sweep",
+    ],
 )
 def test_every_figure_saves_a_png_of_the_promised_size(tmp_path: Path, make):
     fig = make()
@@ -101,7 +135,7 @@ def test_a_sweep_draws_every_jobs_loss_curve_in_one_figure(tmp_path: Path, monke
         (job / ".hydra" / "overrides.yaml").write_text(f"- model=quadratic\n- optimizer.lr={lr}\n")
         (job / "summary.json").write_text('{"status": "finished", "best": {"value": 1.0}}')
         rows = "".join(f"{e},{3 * (e + 1)},{v}\n" for e, v in enumerate(losses))
-        (job / "metrics.csv").write_text("epoch,step,train/loss_epoch\n" + rows)
+        (job / "metrics.csv").write_text("epoch,step,Loss/train\n" + rows)
     drawn = {}
     original = plots.compare_loss_curves
     monkeypatch.setattr(

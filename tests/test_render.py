@@ -26,7 +26,7 @@ RENDER = [sys.executable, "-m", "backprop_lab.dashboard.render"]
 
 
 def _curve(tag: str = "plots/loss_curve") -> render.Figure:
-    return render.Figure(tag, "loss_curve", ([0, 1, 2], {"train": [3.0, 1.0, 0.5]}, "a curve"))
+    return render.Figure(tag, "loss_curve", ({"train": ([0, 1, 2], [3.0, 1.0, 0.5])}, "a curve"))
 
 
 def _surface() -> render.Figure:
@@ -48,7 +48,7 @@ def _images(logdir: Path) -> dict[str, bytes]:
 
 
 def _kept(directory: Path) -> list[Path]:
-    return sorted(directory.glob(".figures-*.pkl"))
+    return sorted(directory.glob(render.KEPT))
 
 
 def test_a_png_is_drawn_when_the_run_waits(tmp_path: Path):
@@ -138,7 +138,7 @@ def test_a_job_the_worker_could_not_draw_is_drawn_here(tmp_path: Path):
 def test_a_figure_that_cannot_be_drawn_keeps_its_numbers_and_says_how_to_redraw(
     tmp_path: Path, caplog
 ):
-    bad = render.Figure("plots/loss_curve", "loss_curve", ([0, 1], "not a mapping of curves"))
+    bad = render.Figure("plots/loss_curve", "loss_curve", ("not a mapping of curves",))
     target = tmp_path / "x.png"
     render.submit(render.Job([bad], files={"plots/loss_curve": str(target)}))
     with caplog.at_level(logging.WARNING, logger="backprop_lab.dashboard.render"):

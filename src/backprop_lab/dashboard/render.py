@@ -6,20 +6,30 @@ file named after the run's own plus ``.figures``, written after Lightning has cl
 ``wait`` draws the jobs in this process, where matplotlib is loaded already (torchmetrics imports
 it): the report that follows names only files that exist. In a sweep on Hydra's basic launcher,
 ``release`` hands them to a worker process instead, a ``ProcessPoolExecutor`` of one at the lowest
-CPU priority, so the next job trains while they are drawn (~0.35 s a job: benchmarks/run.py
-section 4, "8-job sweep"). Each job is kept in a ``.figures-*.pkl`` file until it is drawn, and
-``python -m backprop_lab.dashboard.render FILE`` draws one that was not.
+CPU priority, so the next job trains while they are drawn (~0.1 s a figure, 0.6-0.9 s a run's
+seven or eight; benchmarks/run.py section 4, "8-job sweep"). Each job is kept in a
+``.figures-*.json`` file until it is drawn, and ``python -m backprop_lab.dashboard.render FILE``
+draws one that was not.
+
+A job file is data, never code: JSON holding numbers, strings, lists, tuples, mappings and numpy
+arrays (raw bytes of an allowed dtype, base64), read back by a decoder that makes nothing else.
+Each figure names the plots.py function that draws it, and only the names in :data:`FIGURES` are
+drawn: a file that is not such data, or names any other kind, is refused in one line and nothing
+of it is drawn. A figure's ``args`` must be made of those types (see :func:`encode`).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 import itertools
+import json
 import logging
 import multiprocessing
 import os
-import pickle
 import signal
+import struct
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -27,11 +37,29 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 log = logging.getLogger(__name__)
 
-#: The plots.py functions a figure may name.
-FIGURES = ("loss_curve", "parameter_trajectories", "loss_profile", "loss_surface")
+#: The plots.py functions a figure may name: the allow-list of what a job file can have drawn.
+FIGURES = (
+    "loss_curve",
+    "parameter_trajectories",
+    "loss_profile",
+    "loss_surface",
+    "first_step",
+    "data_fit",
+    "targets_outputs",
+    "computational_graph",
+)
+#: The name of the files that keep the jobs not yet drawn, in the run dir (a glob pattern).
+KEPT = ".figures-*.json"
+#: What a job file says it is, first; a file of another format is refused.
+FORMAT = "backprop-lab figures 1"
+#: The numpy dtypes an array of a job file may have (little-endian, as ``dtype.str`` names them).
+DTYPES = ("<f8", "<f4", "<i8", "<i4", "|b1")
 
 
 @dataclass
@@ -59,12 +87,153 @@ class Job:
     graph: bytes = b""
 
 
+class JobFileError(ValueError):
+    """A job file that is not the data this module writes: refused, nothing of it drawn."""
+
+
+# --- job files: data only -------------------------------------------------------------------------
+def encode(value: Any) -> Any:
+    """``value`` as JSON-ready data. Allowed: None, bools, numbers, strings, lists, tuples,
+    mappings (any of these as keys) and numpy arrays and scalars; anything else is a TypeError."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, np.generic):
+        return encode(value.item())
+    if isinstance(value, np.ndarray):
+        kind = {"f": "<f8", "i": "<i8", "u": "<i8", "b": "|b1"}.get(value.dtype.kind)
+        if kind is None:
+            raise TypeError(f"a figure's array must hold numbers, not {value.dtype}")
+        dtype = value.dtype.str if value.dtype.str in DTYPES else kind
+        data = np.ascontiguousarray(value, dtype=dtype).tobytes()
+        return {
+            "array": base64.b64encode(data).decode("ascii"),
+            "dtype": dtype,
+            "shape": list(value.shape),
+        }
+    if isinstance(value, tuple):
+        return {"tuple": [encode(v) for v in value]}
+    if isinstance(value, list):
+        return [encode(v) for v in value]
+    if isinstance(value, Mapping):
+        return {"dict": [[encode(k), encode(v)] for k, v in value.items()]}
+    raise TypeError(f"a figure's numbers must be plain data, not {type(value).__name__}")
+
+
+def decode(value: Any) -> Any:
+    """What :func:`encode` made, back: plain values, lists, tuples, dicts and numpy arrays, and
+    nothing else (a JobFileError for any other JSON object)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, list):
+        return [decode(v) for v in value]
+    if isinstance(value, dict):
+        keys = set(value)
+        if keys == {"tuple"} and isinstance(value["tuple"], list):
+            return tuple(decode(v) for v in value["tuple"])
+        if keys == {"dict"} and isinstance(value["dict"], list):
+            pairs = [decode(pair) for pair in value["dict"]]
+            if not all(isinstance(pair, list) and len(pair) == 2 for pair in pairs):
+                raise JobFileError("a mapping must be a list of [key, value] pairs")
+            try:
+                return {key: item for key, item in pairs}
+            except TypeError as error:  # a list as a key
+                raise JobFileError(f"a mapping's key cannot be used ({error})") from None
+        if keys == {"array", "dtype", "shape"}:
+            return _array(value)
+    raise JobFileError(f"a value of a kind this module does not write: {str(value)[:60]}")
+
+
+def _array(value: dict) -> np.ndarray:
+    dtype, shape, data = value["dtype"], value["shape"], value["array"]
+    if dtype not in DTYPES:
+        raise JobFileError(f"an array of dtype {str(dtype)[:20]!r}, not one of {DTYPES}")
+    if not isinstance(shape, list) or not all(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape
+    ):
+        raise JobFileError("an array's shape must be a list of whole numbers >= 0")
+    if not isinstance(data, str):
+        raise JobFileError("an array's data must be a base64 string")
+    try:
+        raw = base64.b64decode(data, validate=True)
+        return np.frombuffer(raw, dtype=np.dtype(dtype)).reshape(shape).copy()
+    except (binascii.Error, ValueError) as error:
+        raise JobFileError(f"an array that does not decode ({error})") from None
+
+
+def dumps(job: Job) -> bytes:
+    """The job as the bytes of its JSON file."""
+    data = {
+        "format": FORMAT,
+        "figures": [
+            {"tag": fig.tag, "kind": fig.kind, "args": encode(list(fig.args))}
+            for fig in job.figures
+        ],
+        "files": dict(job.files),
+        "logdirs": list(job.logdirs),
+        "step": int(job.step),
+        "graph": base64.b64encode(job.graph).decode("ascii"),
+    }
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def loads(raw: bytes) -> Job:
+    """The job a file holds, every part checked before anything is drawn: a JobFileError (one
+    line) for anything but what :func:`dumps` writes, or a figure kind not in :data:`FIGURES`."""
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as error:
+        raise JobFileError(f"not a figures file: not JSON ({error})") from None
+    except RecursionError:
+        raise JobFileError("not a figures file: nested too deep") from None
+    expected = {"format", "figures", "files", "logdirs", "step", "graph"}
+    if not isinstance(data, dict) or set(data) != expected or data["format"] != FORMAT:
+        raise JobFileError(f"not a figures file: a JSON object with {FORMAT!r} was expected")
+    figures = data["figures"]
+    if not isinstance(figures, list) or not all(
+        isinstance(f, dict) and set(f) == {"tag", "kind", "args"} for f in figures
+    ):
+        raise JobFileError("its figures must be a list of {tag, kind, args}")
+    for fig in figures:
+        if not isinstance(fig["tag"], str) or not isinstance(fig["args"], list):
+            raise JobFileError("a figure's tag must be a string and its args a list")
+        if fig["kind"] not in FIGURES:
+            raise JobFileError(
+                f"figure kind {str(fig['kind'])[:60]!r} is not one that is drawn "
+                f"({', '.join(FIGURES)}); nothing was drawn"
+            )
+    files, logdirs, step = data["files"], data["logdirs"], data["step"]
+    tags = {fig["tag"] for fig in figures}
+    if not isinstance(files, dict) or not all(
+        isinstance(t, str) and t in tags and isinstance(f, str) and f.lower().endswith(".png")
+        for t, f in files.items()
+    ):
+        raise JobFileError("its files must map a figure's tag to a .png path")
+    if not isinstance(logdirs, list) or not all(isinstance(d, str) for d in logdirs):
+        raise JobFileError("its logdirs must be a list of paths")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise JobFileError("its step must be a whole number >= 0")
+    try:
+        graph = base64.b64decode(str(data["graph"]), validate=True)
+        args = [tuple(decode(fig["args"])) for fig in figures]
+    except binascii.Error as error:
+        raise JobFileError(f"its graph does not decode ({error})") from None
+    except RecursionError:
+        raise JobFileError("not a figures file: nested too deep") from None
+    return Job(
+        [Figure(f["tag"], f["kind"], a) for f, a in zip(figures, args, strict=True)],
+        files=files,
+        logdirs=logdirs,
+        step=step,
+        graph=graph,
+    )
+
+
 # --- drawing: in the worker, or here --------------------------------------------------------------
 def draw(path: str | Path) -> None:
-    """Draw the job kept in ``path`` (PNG files, TensorBoard events), then remove the file."""
+    """Draw the job kept in ``path`` (PNG files, TensorBoard events), then remove the file. The
+    whole file is checked first, and every figure drawn before any file is written."""
     path = Path(path)
-    with path.open("rb") as f:
-        job: Job = pickle.load(f)
+    job = loads(path.read_bytes())
     from backprop_lab.dashboard import plots
 
     pngs = {fig.tag: plots.to_png(getattr(plots, fig.kind)(*fig.args)) for fig in job.figures}
@@ -86,7 +255,6 @@ def _write_events(logdir: Path, pngs: Mapping[str, bytes], job: Job) -> None:
     from tensorboard.compat.proto.summary_pb2 import Summary
     from tensorboard.summary.writer.record_writer import RecordWriter
 
-    from backprop_lab.dashboard import plots
     from backprop_lab.files import write_atomic
 
     runs = sorted(p.name for p in logdir.glob("events.out.tfevents.*") if p.suffix != ".figures")
@@ -98,9 +266,8 @@ def _write_events(logdir: Path, pngs: Mapping[str, bytes], job: Job) -> None:
     if job.graph:
         records.write(Event(wall_time=now, step=job.step, graph_def=job.graph).SerializeToString())
     for tag, png in pngs.items():
-        image = Summary.Image(
-            height=plots.HEIGHT, width=plots.WIDTH, colorspace=4, encoded_image_string=png
-        )
+        width, height = struct.unpack(">II", png[16:24])  # the PNG's IHDR: any figure's size
+        image = Summary.Image(height=height, width=width, colorspace=4, encoded_image_string=png)
         summary = Summary(value=[Summary.Value(tag=tag, image=image)])
         records.write(Event(wall_time=now, step=job.step, summary=summary).SerializeToString())
     write_atomic(logdir / f"{base}.figures", buffer.getvalue())
@@ -169,7 +336,7 @@ def pending(path: str | Path) -> bool:
 
 
 def _keep_held() -> list[tuple[Path, Job]]:
-    """The held jobs merged into one per run dir, each kept in its ``.figures-*.pkl`` file. A
+    """The held jobs merged into one per run dir, each kept in its ``.figures-*.json`` file. A
     figure in two jobs (the loss curve of the Images tab and of loss_curve.png) is drawn once."""
     runs: dict[Path, list[Job]] = {}
     for job in _held:
@@ -186,8 +353,10 @@ def _keep_held() -> list[tuple[Path, Job]]:
             graph=next((job.graph for job in jobs if job.graph), b""),
         )
         home.mkdir(parents=True, exist_ok=True)
-        path = home / f".figures-{os.getpid()}-{next(_numbers)}.pkl"
-        path.write_bytes(pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL))
+        path = home / KEPT.replace("*", f"{os.getpid()}-{next(_numbers)}")
+        from backprop_lab.files import write_atomic
+
+        write_atomic(path, dumps(job))
         kept.append((path, job))
     return kept
 
@@ -213,7 +382,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Draw the job files given, here (exit status 1 if any fails, 2 for a usage error)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or any(a.startswith("-") for a in args):
-        print("usage: python -m backprop_lab.dashboard.render FIGURES.pkl ...", file=sys.stderr)
+        usage = "usage: python -m backprop_lab.dashboard.render .figures-....json ..."
+        print(usage, file=sys.stderr)
         return 2
     status = 0
     for arg in args:
