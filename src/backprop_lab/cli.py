@@ -8,12 +8,14 @@ KeyboardInterrupt again, which a run turns into a checkpoint and the same line.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from backprop_lab import console
 from backprop_lab.errors import BackpropLabError
 from backprop_lab.ranks import is_rank_zero
 
@@ -43,6 +45,7 @@ def imports_done() -> None:
 
 def run(task: Callable[[DictConfig], Any], cfg: DictConfig, *, in_sweep: bool = False) -> None:
     """Run ``task(cfg)``; a BackpropLabError prints ``error: ...`` and exits with its status.
+    Under train.py's job logging the line goes to the run's train.log as well (console.say).
 
     In a sweep the job returns instead (its summary.json holds the error, and the sweep's summary
     reports it), so the other jobs still run. HYDRA_FULL_ERROR=1 shows the traceback.
@@ -53,15 +56,14 @@ def run(task: Callable[[DictConfig], Any], cfg: DictConfig, *, in_sweep: bool = 
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         if is_rank_zero():  # every rank meets the error; one prints it
-            print(f"error: {error}", file=sys.stderr)
-            if error.detail:
-                print(f"  {error.detail}", file=sys.stderr)
+            detail = f"\n  {error.detail}" if error.detail else ""
+            console.say(f"{error}{detail}", logging.ERROR)
         if not in_sweep:
             sys.exit(error.exit_code)
     except KeyboardInterrupt:
-        print(INTERRUPTED, file=sys.stderr)
+        console.say(INTERRUPTED.removeprefix("error: "), logging.ERROR)
         sys.exit(130)
     except Exception as error:
         if not in_sweep:
             raise  # not a mistake a user made: a bug, with its traceback
-        print(f"error: job failed: {type(error).__name__}: {error}", file=sys.stderr)
+        console.say(f"job failed: {type(error).__name__}: {error}", logging.ERROR)

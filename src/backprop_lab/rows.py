@@ -9,6 +9,9 @@ from omegaconf import OmegaConf
 
 from backprop_lab.errors import BackpropLabError
 
+#: Significant digits of the numbers the console and the run card show (summary.json: all).
+DIGITS = 6
+
 
 def as_rows(inputs: Any) -> list[list[float]] | None:
     """``4.0`` or ``[4.0]`` -> ``[[4.0]]``; ``[[0.5, 0.3]]`` stays: one list of features per row."""
@@ -31,11 +34,22 @@ def as_rows(inputs: Any) -> list[list[float]] | None:
         ) from None
 
 
-def format_row(values: Any) -> str:
+def format_row(values: Any, digits: int | None = None) -> str:
     """``[4.0]`` -> ``4.0``, ``[0.5, 0.3]`` -> ``(0.5, 0.3)``, as the console shows an input or a
-    prediction."""
+    prediction: every digit, or with ``digits`` significant digits for reading (:func:`rounded`)."""
+    shown = repr if digits is None else (lambda v: rounded(v, digits))
     if isinstance(values, (list, tuple)):
         if len(values) == 1:
-            return repr(values[0])
-        return "(" + ", ".join(map(repr, values)) + ")"
-    return repr(values)
+            return shown(values[0])
+        return "(" + ", ".join(map(shown, values)) + ")"
+    return shown(values)
+
+
+def rounded(value: Any, digits: int = DIGITS) -> str:
+    """A number for reading: ``digits`` significant digits, and a float still looks like one
+    (``0.666100025177002`` -> ``0.6661``, ``8.544171333312988`` -> ``8.54417``, ``21.0`` ->
+    ``21.0``)."""
+    if not isinstance(value, float):
+        return repr(value)
+    text = f"{value:.{digits}g}"
+    return text if any(c in text for c in ".enai") else text + ".0"  # 1e-07, inf, nan stay

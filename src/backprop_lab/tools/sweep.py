@@ -91,7 +91,12 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 class SweepSummary(Callback):
-    """Writes <sweep dir>/summary.csv and prints the table; exits 1 if any job failed."""
+    """Writes <sweep dir>/summary.csv, prints the table and the one ``tensorboard --logdir <sweep
+    dir>`` command that shows every job (a job's own report leaves its command out); exits 1 if
+    any job failed.
+
+    It prints rather than logs: after the jobs, the logging Hydra configured is the last job's,
+    and the sweep's table does not belong in that job's train.log."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         render.wait()  # the jobs' figures, drawn while later jobs trained
@@ -106,6 +111,8 @@ class SweepSummary(Callback):
         figure = plot_loss_curves(sweep_dir, rows, sweep_dir / "loss_curves.png")
         if figure is not None:
             print(f"loss curves: {figure}")
+        if any(sweep_dir.glob("*/events.out.tfevents.*")):  # one TensorBoard for every job
+            print(f"tensorboard: uv run tensorboard --logdir {sweep_dir}")
         failed = [r for r in rows if r["status"] != "finished"]
         if failed:
             print(
@@ -117,7 +124,7 @@ class SweepSummary(Callback):
 
 
 def plot_loss_curves(
-    sweep_dir: Path, rows: list[dict[str, Any]], path: Path, metric: str = "train/loss_epoch"
+    sweep_dir: Path, rows: list[dict[str, Any]], path: Path, metric: str = "Loss/train"
 ) -> Path | None:
     """One figure with every job's ``metric`` by epoch (from its metrics.csv), in table order,
     each labelled by its number and the overrides that set it apart from the other jobs."""

@@ -14,7 +14,7 @@ import torch
 from backprop_lab import files
 from backprop_lab.callbacks import best_epoch
 from backprop_lab.dashboard import render
-from backprop_lab.rows import format_row
+from backprop_lab.rows import DIGITS, format_row, rounded
 
 
 def write_run_files(cfg, summary, model, trainer, output_dir: Path, started) -> str | None:
@@ -66,9 +66,13 @@ def _results(cfg, model, trainer, output_dir: Path, started: float) -> dict[str,
     return results
 
 
-def report(summary: dict[str, Any]) -> str:
-    """The console report: predictions before and after (as the seeds print), the final results,
-    then where to look: the loss curve, the checkpoint, TensorBoard, and last the run's dir."""
+def report(summary: dict[str, Any], tensorboard: bool = True) -> str:
+    """The console report: predictions before and after (as the seeds print, rounded for
+    reading), each parameter before -> after training and its gradient at the first step, the
+    final results, then where to look: the loss curve, the checkpoint, TensorBoard (``tensorboard``:
+    a sweep prints one command for all its jobs instead), and last the run's dir.
+
+    The numbers are rounded to 6 significant digits; summary.json keeps every digit."""
     lines = []
     inputs = summary.get("predict_at")
     if inputs and summary.get("predictions_after") is not None:
@@ -77,9 +81,11 @@ def report(summary: dict[str, Any]) -> str:
             if preds is None:  # resumed with other predict_at inputs: none from before training
                 continue
             shown = ", ".join(
-                f"x={format_row(x)} -> {format_row(p)}" for x, p in zip(inputs, preds, strict=True)
+                f"x={format_row(x, DIGITS)} -> {format_row(p, DIGITS)}"
+                for x, p in zip(inputs, preds, strict=True)
             )
             lines.append(f"predict ({when} training): {shown}")
+    lines += first_step_lines(summary.get("parameters") or {}, summary.get("first_step"))
     lines.append(f"final loss: {summary['final_loss']!r}")
     final = {k: v for k, v in (summary.get("final_metrics") or {}).items() if "/" in k}
     if final:
@@ -88,7 +94,6 @@ def report(summary: dict[str, Any]) -> str:
     if best:
         lines.append(f"best epoch: {best['epoch']} ({best['metric']}={best['value']:.6g})")
     lines += [
-        "parameters: " + ", ".join(f"{k}={v:.6g}" for k, v in summary["parameters"].items()),
         f"device: {summary['device']}",
         f"epochs: {summary['epochs']}, steps: {summary['steps']}"
         + (f", {summary['wall_time_s']:.2f} s" if summary.get("wall_time_s") is not None else ""),
@@ -100,10 +105,29 @@ def report(summary: dict[str, Any]) -> str:
     ):
         if path.is_file() or render.pending(path):
             lines.append(f"{label}: {path}")
-    if any(out.glob("events.out.tfevents.*")):
+    if tensorboard and any(out.glob("events.out.tfevents.*")):
         lines.append(f"tensorboard: uv run tensorboard --logdir {out}")
     lines.append(f"logs: {out}")
     return "\n".join(lines)
+
+
+def first_step_lines(parameters: dict[str, float], first_step: dict | None) -> list[str]:
+    """``parameters: w=-0.2505 -> -0.150451, b=...`` (before -> after training) and
+    ``gradients at step 0: dL/dw = -10.0049, dL/db = -4.1688``: a short run's whole story.
+    Without a first step (no step was taken), the parameters as they are."""
+    before = (first_step or {}).get("parameters") or {}
+    gradients = (first_step or {}).get("gradients") or {}
+
+    def value(name: str, after: float) -> str:
+        if name not in before:
+            return f"{name}={rounded(after)}"
+        return f"{name}={rounded(before[name])} -> {rounded(after)}"
+
+    lines = ["parameters: " + ", ".join(value(k, v) for k, v in parameters.items())]
+    if gradients:
+        shown = ", ".join(f"dL/d{k} = {rounded(g)}" for k, g in gradients.items())
+        lines.append(f"gradients at step 0: {shown}")
+    return lines
 
 
 def _history_csv(history: list[dict[str, float]]) -> str:
