@@ -145,3 +145,31 @@ def test_experiment_seed002_pins_its_model_batch_and_run_name(make_cfg):
     assert cfg.model.bias is True and cfg.model.w == -0.2505 and cfg.model.b == 0.9166
     assert cfg.data.batch_size == 3 and cfg.trainer.max_epochs == 1
     assert cfg.run_name == "seed002"
+
+
+def test_a_sweep_job_is_named_by_what_the_sweep_varies(tmp_path, monkeypatch):
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from backprop_lab.config import short_overrides
+
+    (tmp_path / "multirun.yaml").write_text(
+        "hydra:\n  overrides:\n    task: [model=quadratic, 'optimizer.lr=0.01,0.1', seed=range(2),"
+        " trainer.max_epochs=5, paths.log_dir=/x]\n"
+    )
+    hydra = OmegaConf.create({"mode": RunMode.MULTIRUN, "sweep": {"dir": str(tmp_path)}})
+    monkeypatch.setattr(HydraConfig, "initialized", staticmethod(lambda: True))
+    monkeypatch.setattr(HydraConfig, "get", staticmethod(lambda: hydra))
+    job = [
+        "model=quadratic",
+        "optimizer.lr=0.1",
+        "seed=1",
+        "trainer.max_epochs=5",
+        "paths.log_dir=/x",
+    ]
+    assert short_overrides(job, ["paths.log_dir"]) == "lr=0.1,seed=1"
+    (tmp_path / "multirun.yaml").unlink()  # no sweep to read: every override, keys shortened
+    assert short_overrides(job, ["paths.log_dir"]) == "model=quadratic,lr=0.1,seed=1,max_epochs=5"
+    # a last part two keys share keeps its whole key
+    assert short_overrides(["data.seed=1", "seed=2"]) == "data.seed=1,seed=2"

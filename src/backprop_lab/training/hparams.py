@@ -8,7 +8,7 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from backprop_lab.config import run_label, task_overrides
+from backprop_lab.config import run_label, swept_keys, task_overrides
 
 #: Hyperparameters shown in TensorBoard's HParams tab for every run (besides its overrides).
 HPARAM_KEYS = (
@@ -26,7 +26,7 @@ GROUPS = ("model", "data", "loss", "optimizer")
 
 def hparams(cfg: DictConfig) -> tuple[dict[str, Any], list[str]]:
     """The run's hyperparameters (group choices, key values, the overrides) and the keys the
-    command line set, which the HParams tab lists first: a sweep's swept keys among them.
+    HParams tab lists first: those a sweep varies, or those the command line set.
 
     Values keep their type (``optimizer.lr=0.01`` is the float 0.01, as the run used it); a value
     TensorBoard cannot show as a number, bool or string (a list) is shown as its text. Keys kept
@@ -48,6 +48,9 @@ def hparams(cfg: DictConfig) -> tuple[dict[str, Any], list[str]]:
         value = values.get(key) if key in GROUPS else OmegaConf.select(cfg, key, default=None)
         values[key] = _shown(value, text)
         chosen.append(key)
+    swept = swept_keys()
+    if swept and swept & set(chosen):  # a sweep: the keys it varies, not those every job shares
+        chosen = [k for k in chosen if k in swept]
     return {k: _shown(v, str(v)) for k, v in values.items()}, chosen
 
 
