@@ -433,7 +433,8 @@ def bench_sweep(jobs: int, repeats: int) -> dict:
     sweep = [sys.executable, "train.py", "-m", "model=quadratic", f"seed={seeds}", *common]
     # The per-job images cost ~0.5 s of matplotlib: drawn by render.py's worker process beside
     # the next job's training, they should cost the sweep little; this variant shows how little.
-    no_images = ["~callbacks.plots", "~callbacks.graph", "~callbacks.loss_curve_png"]
+    no_images = ["~callbacks.plots", "~callbacks.graph", "~callbacks.graph_figure"]
+    no_images += ["~callbacks.loss_curve_png"]
     variants = {
         "train.py model=quadratic": lambda: {"wall_s": subprocess_wall(single)},
         f"train.py -m model=quadratic seed=0..{jobs - 1}": lambda: {
