@@ -99,6 +99,25 @@ def test_every_model_leaves_its_graph_with_explains_numbers(run, make_cfg, monke
     assert not [n for n in nodes if re.fullmatch(r"(getitem|getattr)(_\d+)?", n)]
 
 
+def test_a_large_batch_is_drawn_as_its_one_row(run, monkeypatch):
+    submitted: list[render.Job] = []
+    submit = render.submit
+    monkeypatch.setattr(render, "submit", lambda job: (submitted.append(job), submit(job)))
+    run(
+        "model=linear", "data=synthetic", "data.n=64", "data.batch_size=64", "data.val_fraction=0",
+        "trainer.max_epochs=1", "callbacks.graph_figure.max_rows=8",
+    )  # fmt: skip
+    (figure,) = [f for job in submitted for f in job.figures if f.kind == "computational_graph"]
+    (drawn,) = figure.args
+    assert drawn["rows"] == 1  # not 64 rows written out for the sake of one
+
+
+@pytest.mark.parametrize("value", ["0", "abc", "true"])
+def test_a_bad_max_rows_is_one_line(run, value):
+    with pytest.raises(ConfigError, match=r"graph_figure\.max_rows must be a whole number"):
+        run("model=linear", "trainer.max_epochs=1", f"callbacks.graph_figure.max_rows={value}")
+
+
 def test_a_parameters_share_of_a_batch_and_its_whole_gradient(make_cfg):
     """Seed 002's batch of 3: the figure draws its first row, each parameter with that row's
     share and the whole batch's dL/dw = -10.0049, dL/db = -4.1688."""

@@ -76,11 +76,19 @@ class GraphFigure(pl.Callback):
     while training; after it, those parameters are put back for a moment, the step is derived
     (``explain.derive``, the numbers of ``explain.py step=0``) and render.py draws it after
     ``fit``. A resumed run draws the first step it trains. Under data-parallel training rank 0
-    draws its share of the batch.
+    draws its share of the batch. A batch of more than ``max_rows`` rows is drawn as its one row
+    alone (explain writes out every row: a 2^18-row batch would cost seconds).
     """
 
-    def __init__(self, path: str | None = None, label: str = "run", row: int = 0) -> None:
-        self.path, self.label, self.row = path, label, row
+    def __init__(
+        self, path: str | None = None, label: str = "run", row: int = 0, max_rows: int = 1024
+    ) -> None:
+        for name, value, least in (("row", row, 0), ("max_rows", max_rows, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(
+                    f"graph_figure.{name} must be a whole number >= {least}, got {value!r}"
+                )
+        self.path, self.label, self.row, self.max_rows = path, label, row, max_rows
         self._first: tuple[int, dict[str, Tensor], Batch] | None = None
 
     @property
@@ -92,7 +100,11 @@ class GraphFigure(pl.Callback):
     ) -> None:
         if self._first is None:
             initial = {n: p.detach().clone() for n, p in pl_module.named_parameters()}
-            self._first = (trainer.global_step, initial, batch)
+            x, y = batch
+            if len(x) > self.max_rows:  # a large batch: the graph of its one row, not its sums
+                row = min(self.row, len(x) - 1)
+                x, y = x[row : row + 1].clone(), y[row : row + 1].clone()
+            self._first = (trainer.global_step, initial, (x, y))
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: SeedModel) -> None:
         first, self._first = self._first, None
