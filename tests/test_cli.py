@@ -81,3 +81,22 @@ def test_two_runs_get_separate_output_dirs(tmp_path):
     assert first.returncode == second.returncode == 0
     runs = list((tmp_path / "logs" / "runs" / "linear").iterdir())
     assert len(runs) == 2
+
+
+def test_help_is_the_projects_own_page(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "--help"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    page = result.stdout
+    assert page.startswith("train.py: train one of backprop-lab's seed models")
+    assert "model: cubic, linear, quadratic, sigmoid_net" in page  # the groups, from conf/
+    assert "experiment: seed000, seed002, seed003, seed004" in page
+    assert page.count("uv run train.py ") >= 3  # three example commands
+    assert "--hydra-help" in page and "-sc install=bash" in page
+    assert "Powered by Hydra" not in page  # not Hydra's generic page
+    assert not list(tmp_path.iterdir())  # asking for help writes nothing
