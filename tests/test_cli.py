@@ -100,3 +100,17 @@ def test_help_is_the_projects_own_page(tmp_path):
     assert "--hydra-help" in page and "-sc install=bash" in page
     assert "Powered by Hydra" not in page  # not Hydra's generic page
     assert not list(tmp_path.iterdir())  # asking for help writes nothing
+
+
+@pytest.mark.parametrize("script", ["explain.py", "search.py", "predict.py"])
+def test_every_script_has_its_own_help(tmp_path, script):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / script), "--help"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{script}: ")
+    assert f"uv run {script} " in result.stdout and "Powered by Hydra" not in result.stdout
