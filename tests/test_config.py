@@ -34,6 +34,7 @@ def test_every_option_of_every_group_composes_and_instantiates(make_cfg, group):
         datamodule, model = build(cfg)  # data, loss, optimizer and model, checked to fit
         assert isinstance(datamodule, pl.LightningDataModule) and isinstance(model, SeedModel)
         callbacks = [make("callbacks", c) for c in (cfg.get("callbacks") or {}).values() if c]
+        callbacks = [c for c in callbacks if c is not None]  # early_stopping: off, no callback
         loggers = [make("logger", lg) for lg in (cfg.get("logger") or {}).values() if lg]
         assert all(isinstance(c, pl.Callback) for c in callbacks)
         trainer = make("trainer", cfg.trainer, callbacks=callbacks, logger=loggers or False)

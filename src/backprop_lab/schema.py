@@ -136,12 +136,48 @@ RULES: dict[str, Rule] = {
         "a number > 0",
         "callbacks.gradient_check.atol=1e-7",
     ),
+    "callbacks.early_stopping.patience": (
+        lambda v: v is None or (is_whole(v) and v >= 0),
+        "a whole number >= 0 (epochs without improvement), or null (no early stopping)",
+        "callbacks.early_stopping.patience=10",
+    ),
+    "callbacks.early_stopping.min_delta": (
+        lambda v: is_number(v) and v >= 0,
+        "a number >= 0",
+        "callbacks.early_stopping.min_delta=1e-4",
+    ),
     "model.gradients": (
         lambda v: v in ("autograd", "manual"),
         "autograd or manual",
         "model.gradients=manual",
     ),
     "objective.mode": (lambda v: v in ("min", "max"), "min or max", "objective.mode=min"),
+    "scheduler.step_size": (
+        lambda v: is_whole(v) and v >= 1,
+        "a whole number of epochs >= 1",
+        "scheduler.step_size=30",
+    ),
+    "scheduler.gamma": (lambda v: is_number(v) and v > 0, "a number > 0", "scheduler.gamma=0.1"),
+    "scheduler.factor": (
+        lambda v: is_number(v) and 0 < v < 1,
+        "a number in (0, 1)",
+        "scheduler.factor=0.1",
+    ),
+    "scheduler.patience": (
+        lambda v: is_whole(v) and v >= 0,
+        "a whole number of epochs >= 0",
+        "scheduler.patience=10",
+    ),
+    "scheduler.T_max": (
+        lambda v: is_whole(v) and v >= 1,
+        "a whole number of epochs >= 1",
+        "scheduler.T_max=100",
+    ),
+    "scheduler.eta_min": (
+        lambda v: is_number(v) and v >= 0,
+        "a number >= 0",
+        "scheduler.eta_min=0",
+    ),
 }
 
 
@@ -163,6 +199,7 @@ class Numbers(NamedTuple):
 def check(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first value that breaks its rule, and how to set it."""
     _check_optimizer(cfg)
+    _check_scheduler(cfg)
     check_rules(cfg, RULES)
     _check_loss_terms(cfg)
     _check_columns(cfg)
@@ -251,6 +288,40 @@ def _check_optimizer(cfg: DictConfig) -> None:
         if not str(key).startswith("_") and key not in arguments:
             raise ConfigError(
                 f"optimizer.{key} is not an argument of {target}; its arguments are "
+                f"{', '.join(arguments)}"
+            )
+
+
+# --- the learning-rate scheduler ----------------------------------------------------------------
+
+
+def _check_scheduler(cfg: DictConfig) -> None:
+    """scheduler._target_ a scheduler of torch.optim.lr_scheduler (imported from there only), and
+    every scheduler.<key> one of its arguments: StepLR takes no T_max."""
+    import torch
+
+    node = OmegaConf.select(cfg, "scheduler", default=None)
+    if node is None or "_target_" not in node:
+        return
+    target = str(node._target_)
+    module, _, name = target.rpartition(".")
+    cls = (
+        getattr(torch.optim.lr_scheduler, name, None)
+        if module == "torch.optim.lr_scheduler"
+        else None
+    )
+    schedulers = (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    if not (isinstance(cls, type) and issubclass(cls, schedulers)):
+        raise ConfigError(
+            f"scheduler._target_ must be a scheduler of torch.optim.lr_scheduler, got {target}; "
+            "e.g. scheduler=step (StepLR), scheduler=cosine or scheduler=plateau"
+        )
+    parameters = inspect.signature(cls).parameters
+    arguments = [p for p in parameters if p != "optimizer"]
+    for key in node:
+        if not str(key).startswith("_") and key not in arguments:
+            raise ConfigError(
+                f"scheduler.{key} is not an argument of {target}; its arguments are "
                 f"{', '.join(arguments)}"
             )
 

@@ -79,6 +79,12 @@ class RunCard(pl.Callback):
             rows.append((f"best {self.metric}", f"{_num(best['value'])} (epoch {best['epoch']})"))
         final = model.history[-1] if model.history else {}
         rows += [(f"final {k}", _num(v)) for k, v in final.items() if "/" in k]
+        lr = model.learning_rates()
+        if lr:
+            changed = f"{_num(lr['first'])} -> {_num(lr['last'])}"
+            rows.append(
+                ("learning rate", changed if lr["last"] != lr["first"] else _num(lr["last"]))
+            )
         return table(("result", "value"), rows)
 
     @staticmethod

@@ -23,9 +23,12 @@ from typing import cast
 
 import lightning.pytorch as pl
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.core.optimizer import LightningOptimizer
+from lightning.pytorch.utilities.types import LRSchedulerConfigType, OptimizerLRSchedulerConfig
 from torch import Tensor, nn
 from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
 from backprop_lab.errors import Diverged
 from backprop_lab.training.metrics import EpochMetrics
@@ -58,12 +61,18 @@ class SeedModel(pl.LightningModule):
         optimizer: Callable[[Iterable[nn.Parameter]], Optimizer] | None = None,
         gradients: str = "autograd",
         outputs: int = 1,
+        scheduler: Callable[[Optimizer], LRScheduler] | None = None,
+        monitor: str = "Loss/train",
     ) -> None:
         """``gradients`` is "autograd" or "manual" (schema.py checks a config's); ``outputs`` is
-        the number of output columns, which the epoch metrics keep sums for."""
+        the number of output columns, which the epoch metrics keep sums for; ``scheduler``, a
+        learning-rate scheduler factory (``scheduler=step``; None: a constant rate), stepped once
+        an epoch, and ``monitor`` the metric a ReduceLROnPlateau one watches (objective.metric)."""
         super().__init__()
         self.objective = objective or Objective()
         self.optimizer_factory = optimizer or partial(SGD, lr=0.01)
+        self.scheduler_factory = scheduler
+        self.monitor = monitor
         self.gradients = gradients
         self.automatic_optimization = gradients != "manual"
         # No epoch metric that repeats the loss (train/mse under a plain MSE objective).
@@ -196,6 +205,46 @@ class SeedModel(pl.LightningModule):
         )
         self.history.append(row)
         self._history_lines.append(json.dumps(row))
+        if not self.automatic_optimization:
+            self._step_scheduler()
+        elif self.trainer.fit_loop.restarting:
+            self._step_scheduler(plateau_only=True)
+
+    def _step_scheduler(self, plateau_only: bool = False) -> None:
+        """Under manual optimisation Lightning steps no scheduler: step it here, once an epoch, as
+        Lightning would (after the epoch's metrics are in ``callback_metrics``, before the
+        epoch-end checkpoint). ``plateau_only``: the end of an epoch a run resumed in the middle
+        of, where Lightning steps the other schedulers but no ReduceLROnPlateau (it does not keep
+        the metric in its checkpoints, and skips the step; the uninterrupted run took it)."""
+        scheduler = self.lr_schedulers()
+        if isinstance(scheduler, ReduceLROnPlateau):
+            scheduler.step(self._monitored())
+        elif scheduler is not None and not plateau_only:
+            cast(LRScheduler, scheduler).step()
+
+    def on_train_start(self) -> None:
+        """A ReduceLROnPlateau step that a resumed run owes: Lightning steps a plateau scheduler
+        after the epoch-end checkpoint is saved, and on resuming from that checkpoint skips the
+        step (it does not keep the metric). The epoch's row of ``history`` does: step it here
+        with that value, as the uninterrupted run did."""
+        for config in self.trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            progress = self.trainer.fit_loop.epoch_progress.total
+            epochs = progress.processed  # type: ignore[attr-defined]  # a _ProcessedTracker
+            if isinstance(scheduler, ReduceLROnPlateau) and scheduler.last_epoch < epochs:
+                value = self.history[-1].get(self.monitor) if self.history else None
+                if value is not None and scheduler.last_epoch == epochs - 1:
+                    scheduler.step(value)
+
+    def _monitored(self) -> Tensor:
+        value = self.trainer.callback_metrics.get(self.monitor)
+        if value is None:
+            available = ", ".join(sorted(self.trainer.callback_metrics)) or "none"
+            raise MisconfigurationException(
+                f"ReduceLROnPlateau watches {self.monitor} (objective.metric), which this run "
+                f"does not log; the metrics it logs: {available}"
+            )
+        return value
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch(self.val_metrics)
@@ -233,8 +282,28 @@ class SeedModel(pl.LightningModule):
         self.predictions_before = state["predictions_before"]
         self.first_step = state.get("first_step")
 
-    def configure_optimizers(self) -> Optimizer:
-        return self.optimizer_factory(list(self.trainable().values()))
+    def configure_optimizers(self) -> Optimizer | OptimizerLRSchedulerConfig:
+        """The optimizer alone, or with a scheduler Lightning's dict form, stepped every epoch
+        (under manual gradients by :meth:`_step_scheduler`)."""
+        optimizer = self.optimizer_factory(list(self.trainable().values()))
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        for group in optimizer.param_groups:  # the rate before any step, kept in checkpoints
+            group.setdefault("initial_lr", group["lr"])  # (ReduceLROnPlateau sets none)
+        config: LRSchedulerConfigType = {"scheduler": scheduler, "interval": "epoch"}
+        if isinstance(scheduler, ReduceLROnPlateau) and self.automatic_optimization:
+            config["monitor"] = self.monitor  # (under manual gradients _step_scheduler reads it)
+        return {"optimizer": optimizer, "lr_scheduler": config}
+
+    def learning_rates(self) -> dict[str, float] | None:
+        """The learning rate before training and now, ``{"first", "last"}`` (equal without a
+        scheduler); None before the Trainer has made the optimizer."""
+        trainer = self._trainer
+        if trainer is None or not trainer.optimizers:
+            return None
+        group = trainer.optimizers[0].param_groups[0]
+        return {"first": float(group.get("initial_lr", group["lr"])), "last": float(group["lr"])}
 
     # --- values by name, predictions ------------------------------------------------------------
     def named_scalars(self) -> dict[str, Tensor]:

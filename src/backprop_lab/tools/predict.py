@@ -86,14 +86,14 @@ def choose_device(device: str = "auto") -> torch.device:
 
 def find_checkpoint(ckpt_path: str | Path | None, runs_dir: str | Path | None = None) -> Path:
     """The checkpoint file: ``ckpt_path`` itself, a run dir's checkpoints/last.ckpt, or with
-    ``last`` the newest run's under ``runs_dir`` (logs/runs)."""
+    ``last`` (``best``) the newest run's last.ckpt (best.ckpt) under ``runs_dir`` (logs/runs)."""
     if ckpt_path is None or str(ckpt_path) == "":
         raise CheckpointError(
-            "no checkpoint given: pass ckpt_path=<run dir>/checkpoints/last.ckpt, a run dir, or "
-            "ckpt_path=last (the newest run)"
+            "no checkpoint given: pass ckpt_path=<run dir>/checkpoints/last.ckpt, a run dir, "
+            "ckpt_path=last (the newest run) or ckpt_path=best (its best epoch)"
         )
     runs = Path(runs_dir) if runs_dir is not None else None  # logs/runs: <model>/<time>/
-    return checkpoints.resolve(str(ckpt_path), runs, pattern=f"*/*/{CHECKPOINT_IN_RUN_DIR}")
+    return checkpoints.resolve(str(ckpt_path), runs, pattern=f"*/*/{CHECKPOINT_IN_RUN_DIR.parent}")
 
 
 def load_model(ckpt_path: str | Path | None, device: str = "auto", runs_dir=None):

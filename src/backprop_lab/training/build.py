@@ -69,11 +69,14 @@ def build_model(
 ) -> SeedModel:
     """The config's model for ``datamodule``, built under ``trainer.init_module()`` (in the
     training dtype, on the training device) or, without a Trainer, in the training dtype."""
+    _check_plateau(cfg, datamodule)
     with trainer.init_module() if trainer is not None else _default_dtype(_training_dtype(cfg)):
         model = models.build_model(
             cast(dict[str, Any], OmegaConf.to_container(cfg.model, resolve=True)),
             objective=make("loss", cfg.loss),
             optimizer=make("optimizer", cfg.optimizer),
+            scheduler=_scheduler(cfg),
+            monitor=str(OmegaConf.select(cfg, "objective.metric", default="Loss/train")),
         )
     model.run_config = {
         key: OmegaConf.to_container(cfg[key], resolve=True)
@@ -88,6 +91,29 @@ def build_model(
         )
     _warn_unreachable(datamodule, model)
     return model
+
+
+def _scheduler(cfg: DictConfig) -> Any:
+    """The learning-rate scheduler factory of ``scheduler=`` (a partial taking the optimizer), or
+    None for ``scheduler=none``, which has no ``_target_``."""
+    node = OmegaConf.select(cfg, "scheduler", default=None)
+    if node is None or "_target_" not in node:
+        return None
+    return make("scheduler", node)
+
+
+def _check_plateau(cfg: DictConfig, datamodule: TensorDataModule) -> None:
+    """A plateau schedule on a validation metric needs validation data: said before training,
+    not at the first epoch's end."""
+    target = str(OmegaConf.select(cfg, "scheduler._target_", default=""))
+    metric = str(OmegaConf.select(cfg, "objective.metric", default=""))
+    on_val = metric.startswith(("Loss/val", "val/"))
+    if target.endswith(".ReduceLROnPlateau") and on_val and datamodule.val_xy is None:
+        raise ConfigError(
+            f"scheduler=plateau watches {metric} (objective.metric), but this run has no "
+            "validation data; e.g. data.val_fraction=0.2 (or data.val_csv=...), or "
+            "objective.metric=Loss/train"
+        )
 
 
 def _training_dtype(cfg: DictConfig) -> torch.dtype:

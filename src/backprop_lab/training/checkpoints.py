@@ -12,23 +12,21 @@ from omegaconf import DictConfig
 from backprop_lab.errors import CheckpointError, ConfigError
 from backprop_lab.models import check_model_config
 
+#: The checkpoints a run writes, by the name ckpt_path gives them: ``last`` and ``best``.
+NAMED = ("last", "best")
+
 
 def resolve(
     ckpt_path: str,
     runs_dir: Path | None,
     exclude: Path | None = None,
-    pattern: str = "*/checkpoints/last.ckpt",
+    pattern: str = "*/checkpoints",
 ) -> Path:
-    """``last`` (the newest checkpoint matching ``pattern`` under runs_dir, not in ``exclude``), a
-    run dir, or a .ckpt file."""
-    if ckpt_path == "last" and runs_dir is not None:
-        found = [p for p in runs_dir.glob(pattern) if exclude is None or p.parents[1] != exclude]
-        if not found:
-            raise CheckpointError(
-                f"ckpt_path=last: no run under {runs_dir} has a checkpoints/last.ckpt; train one "
-                "first (uv run train.py ...) or give the checkpoint's path"
-            )
-        return max(found, key=lambda p: p.stat().st_mtime)
+    """``last`` or ``best`` (the newest run's checkpoints/last.ckpt or best.ckpt: the run among the
+    checkpoint dirs matching ``pattern`` under runs_dir, not in ``exclude``, with the newest
+    checkpoint), a run dir (its last.ckpt), or a .ckpt file."""
+    if ckpt_path in NAMED and runs_dir is not None:
+        return _newest(ckpt_path, runs_dir, exclude, pattern)
     path = Path(ckpt_path).expanduser()
     if path.is_dir():
         for candidate in (path / "checkpoints" / "last.ckpt", path / "last.ckpt"):
@@ -43,9 +41,33 @@ def resolve(
     if not path.is_file():
         raise CheckpointError(
             f"checkpoint {path} does not exist; give a .ckpt file, a run dir (train.py prints "
-            "it as 'logs:'), or ckpt_path=last"
+            "it as 'logs:'), ckpt_path=last or ckpt_path=best"
         )
     return path
+
+
+def _newest(name: str, runs_dir: Path, exclude: Path | None, pattern: str) -> Path:
+    """The newest run's checkpoints/<name>.ckpt: of the runs with a last.ckpt or best.ckpt, the
+    one that wrote a checkpoint last (its last.ckpt, at its last epoch's end)."""
+    newest: dict[Path, float] = {}  # checkpoints dir -> its newest checkpoint's mtime
+    for named in NAMED:
+        for p in runs_dir.glob(f"{pattern}/{named}.ckpt"):
+            if p.is_file() and (exclude is None or p.parents[1] != exclude):
+                newest[p.parent] = max(p.stat().st_mtime, newest.get(p.parent, 0.0))
+    if not newest:
+        raise CheckpointError(
+            f"ckpt_path={name}: no run under {runs_dir} has a checkpoints/{name}.ckpt; train one "
+            "first (uv run train.py ...) or give the checkpoint's path"
+        )
+    folder = max(newest, key=lambda f: newest[f])
+    found = folder / f"{name}.ckpt"
+    if not found.is_file():
+        raise CheckpointError(
+            f"ckpt_path={name}: the newest run, {folder.parent}, has no checkpoints/{name}.ckpt "
+            "(its objective.metric was never logged: Loss/val without validation data?); use "
+            "ckpt_path=last, or the path of another run's checkpoint"
+        )
+    return found
 
 
 def load(path: Path) -> dict[str, Any]:

@@ -23,6 +23,7 @@ import lightning.pytorch as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import EarlyStopping
 from omegaconf import DictConfig, OmegaConf
 
 from backprop_lab import console, files
@@ -51,6 +52,10 @@ warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` i
 # A resumed run writes into a run dir of its own, leaving the interrupted one as it was; the
 # checkpoint callback's note that its directory changed is expected there.
 warnings.filterwarnings("ignore", message="The dirpath has changed from")
+# A run resumed without the early stopping its checkpoint was made with: left off on purpose.
+warnings.filterwarnings(
+    "ignore", message=r"Be aware that when using `ckpt_path`.*\[\"EarlyStopping\{[^]]*\}\"\]\.$"
+)
 # Lightning warns when an epoch has fewer batches than log_every_n_steps, for its own self.log
 # step logging; this project logs a step every log_every_n_steps steps counted across epochs.
 warnings.filterwarnings("ignore", message="The number of training batches .* logging interval")
@@ -89,6 +94,8 @@ def train(
             resume, saved = _checkpoint_to_resume(cfg, output_dir)
             datamodule = build_data(cfg)
             callbacks = [make("callbacks", c) for c in (cfg.get("callbacks") or {}).values() if c]
+            callbacks = [c for c in callbacks if c is not None]  # early_stopping with no patience
+            _check_early_stopping(callbacks, datamodule)
             values, chosen = hparams(cfg)
             summary_of_hparams = HParamsSummary(
                 values, **cfg.objective, chosen=chosen, trial=trial_id(cfg)
@@ -181,6 +188,8 @@ def _as_user_error(error: BaseException, stop: StopOnSignal, output_dir: Path) -
         # the signal, not as Lightning's exit status.
         resume = f"resume with ckpt_path={stop.checkpoint}" if stop.saved else "nothing saved"
         return Interrupted(f"stopped by {signal.Signals(signum).name}; {resume}", signum)
+    if isinstance(error, RuntimeError) and str(error).startswith("Early stopping conditioned"):
+        return ConfigError(f"callbacks.early_stopping: {' '.join(str(error).split())}")
     if isinstance(error, MisconfigurationException):  # Lightning's word on a setting, at fit
         return ConfigError(f"trainer: {' '.join(str(error).split())}")
     if isinstance(error, OSError) and error.filename is not None and not files.is_disk_full(error):
@@ -191,6 +200,20 @@ def _as_user_error(error: BaseException, stop: StopOnSignal, output_dir: Path) -
             "(with ckpt_path=<this run dir> to continue from its last checkpoint)"
         )
     return error
+
+
+def _check_early_stopping(callbacks: Sequence[pl.Callback], datamodule) -> None:
+    """Early stopping on a validation metric needs validation data: said before training, not
+    as Lightning's error at the first epoch's end."""
+    for callback in callbacks:
+        if not isinstance(callback, EarlyStopping) or datamodule.val_xy is not None:
+            continue
+        if callback.monitor.startswith(("Loss/val", "val/")):
+            raise ConfigError(
+                f"callbacks.early_stopping watches {callback.monitor}, but this run has no "
+                "validation data; e.g. data.val_fraction=0.2 (or data.val_csv=...), or "
+                "objective.metric=Loss/train"
+            )
 
 
 def _checkpoint_to_resume(cfg: DictConfig, output_dir: Path) -> tuple[Path | None, dict | None]:

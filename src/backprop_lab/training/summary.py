@@ -13,6 +13,7 @@ import torch
 
 from backprop_lab import files
 from backprop_lab.callbacks import best_epoch
+from backprop_lab.callbacks.stopping import stopped_early
 from backprop_lab.dashboard import render
 from backprop_lab.rows import DIGITS, format_row, rounded
 
@@ -57,11 +58,13 @@ def _results(cfg, model, trainer, output_dir: Path, started: float) -> dict[str,
         results["first_step"] = model.first_step
         results["final_metrics"] = model.history[-1] if model.history else {}
         results["best"] = best_epoch(model.history, cfg.objective.metric, cfg.objective.mode)
+        results["lr"] = model.learning_rates()  # {"first", "last"}: scheduler= changes it
     if trainer is not None:
         results["device"] = device_name(trainer.strategy.root_device)
         results["precision"] = str(trainer.precision)
         results["epochs"] = trainer.current_epoch
         results["steps"] = trainer.global_step
+        results["stopped_early"] = stopped_early(trainer)
     results["wall_time_s"] = round(time.perf_counter() - started, 3)
     return results
 
@@ -93,6 +96,12 @@ def report(summary: dict[str, Any], tensorboard: bool = True) -> str:
     best = summary.get("best")
     if best:
         lines.append(f"best epoch: {best['epoch']} ({best['metric']}={best['value']:.6g})")
+    lr = summary.get("lr")
+    if lr and lr["last"] != lr["first"]:
+        lines.append(f"learning rate: {lr['first']:.6g} -> {lr['last']:.6g}")
+    stopped = summary.get("stopped_early")
+    if stopped:
+        lines.append(f"stopped early: at epoch {stopped['epoch']}, {stopped['reason']}")
     lines += [
         f"device: {summary['device']}",
         f"epochs: {summary['epochs']}, steps: {summary['steps']}"
@@ -102,6 +111,7 @@ def report(summary: dict[str, Any], tensorboard: bool = True) -> str:
     for label, path in (
         ("loss curve", out / "loss_curve.png"),
         ("checkpoint", out / "checkpoints" / "last.ckpt"),
+        ("best checkpoint", out / "checkpoints" / "best.ckpt"),
     ):
         if path.is_file() or render.pending(path):
             lines.append(f"{label}: {path}")
