@@ -262,12 +262,13 @@ def test_a_trial_that_fails_for_a_reason_a_user_can_act_on_is_logged_in_one_line
 
 
 def wait_for_a_running_trial(worker: subprocess.Popen, tmp_path: Path) -> bool:
-    """Poll the study until the worker's first trial runs (True), or the worker ends (False)."""
+    """Poll the study until the worker's first trial runs with its parameters drawn (True), or
+    the worker ends (False). A trial is RUNNING a moment before its parameters are stored."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and worker.poll() is None:
         time.sleep(1)
         try:
-            if "RUNNING" in states(load(tmp_path)):
+            if any(t.state.name == "RUNNING" and t.params for t in load(tmp_path).trials):
                 return True
         except Exception:  # the study or its tables do not exist yet
             continue
