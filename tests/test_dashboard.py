@@ -253,7 +253,7 @@ def test_without_tensorboard_the_png_is_still_written(run):
 # --- the parts, in-process ------------------------------------------------------------------------
 def test_seed_slots_name_every_scalar_where_it_lives():
     net = SigmoidNet(hidden_bias=[0.1, 0.2], output_bias=[0.3, 0.4])
-    slots = figures.seed_slots(net)
+    slots = net.seed_slots()
     # w1..w4 read hidden_weight column by column: w2 = W1[1, 0], w3 = W1[0, 1]
     assert slots["w2"] == ("W1", 2) and slots["w3"] == ("W1", 1) and slots["w6"] == ("W2", 2)
     assert slots["b_o2"] == ("b2", 1)
@@ -271,7 +271,7 @@ def test_loss_surface_is_the_objective_at_each_setting(model):
     a, b = list(model.scalar_values())[:2]
     grid = np.array([[0.1, -0.5], [2.0, 0.3], [-1.0, 1.5]])
     losses = surface.losses({a: grid[:, 0], b: grid[:, 1]})
-    slots = figures.seed_slots(model)
+    slots = model.seed_slots()
     for (va, vb), got in zip(grid, losses, strict=True):
         with torch.no_grad():
             twin = type(model)()

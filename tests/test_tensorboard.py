@@ -126,6 +126,9 @@ def test_seed_002_tells_its_one_step(run):
     assert [round(e.value, 4) for e in events.Scalars("params/linear/w")] == [-0.2505, -0.1505]
     assert round(events.Scalars("grads/linear/w")[0].value, 4) == -10.0049
     assert round(events.Scalars("grads/linear/b")[0].value, 4) == -4.1688
+    # summary.json keeps the step whole: before, dL/dparam, after
+    after = summary["first_step"]["after"]
+    assert {k: round(v, 6) for k, v in after.items()} == {"w": -0.150451, "b": 0.958288}
 
 
 def test_histograms_by_the_seeds_names_sampled_through_the_run(run):

@@ -71,10 +71,10 @@ class ParameterScalars(pl.Callback):
             return
         params = dict(pl_module.named_parameters())
         grads = {n: p.grad for n, p in params.items() if p.grad is not None}
-        values = _as_floats(pl_module.seed_names(params))
+        values = pl_module.seed_values(params)
         metrics = {f"params/{self.scope}/{k}": v for k, v in values.items()}
         if grads:
-            gradients = _as_floats(pl_module.seed_names(grads))
+            gradients = pl_module.seed_values(grads)
             metrics.update({f"grads/{self.scope}/{k}": g for k, g in gradients.items()})
             norm = math.sqrt(sum(g * g for g in gradients.values()))
             metrics[f"grads/{self.scope}/norm"] = norm
@@ -88,12 +88,6 @@ class ParameterScalars(pl.Callback):
             metrics = {f"params/{self.scope}/{k}": v for k, v in values.items()}
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=trainer.global_step)
-
-
-def _as_floats(scalars: dict[str, torch.Tensor]) -> dict[str, float]:
-    """0-d tensors as Python floats, in one copy from the device."""
-    values = torch.stack([v.detach().to(torch.float64) for v in scalars.values()]).tolist()
-    return dict(zip(scalars, values, strict=True))
 
 
 class ParameterHistograms(pl.Callback):

@@ -78,8 +78,6 @@ class TrainingPlots(pl.Callback):
         self.max_surfaces, self.grid_points, self.max_rows = max_surfaces, grid_points, max_rows
         self.label = str(label)
         self.path: list[Point] = []
-        #: The parameters after the first step, when this run made it (not a resumed one).
-        self.after_first_step: dict[str, float] | None = None
         self._loss: render.Figure | None = None
 
     def tag(self, figure: str) -> str:
@@ -92,11 +90,7 @@ class TrainingPlots(pl.Callback):
             self.path = [(0, pl_module.scalar_values())]
         elif history and history[-1]["step"] == step:  # resumed at the end of an epoch
             self.path = [(int(history[-1]["epoch"]) + 1, pl_module.scalar_values())]
-        self.after_first_step, self._loss = None, None
-
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: SeedModel, *args) -> None:
-        if self.after_first_step is None and trainer.global_step == 1:
-            self.after_first_step = pl_module.scalar_values()
+        self._loss = None
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: SeedModel) -> None:
         self.path.append((trainer.current_epoch + 1, pl_module.scalar_values()))
@@ -153,7 +147,7 @@ class TrainingPlots(pl.Callback):
             shown = None if optimum is None else {k: optimum[k] for k in values if k in optimum}
             args = (epochs, values, title, shown, why, kind)
             yield render.Figure(self.tag("parameters"), "parameter_trajectories", args)
-        step = first_step_figure(trainer, model, self.tag("first_step"), self.after_first_step)
+        step = first_step_figure(trainer, model, self.tag("first_step"))
         if step is not None:
             yield step
         if xy is not None and path:
@@ -262,14 +256,13 @@ def loss_curve_figure(
     return render.Figure(tag, "loss_curve", (curves, title))
 
 
-def first_step_figure(
-    trainer: pl.Trainer, model: SeedModel, tag: str, after: Mapping[str, float] | None
-) -> render.Figure | None:
-    """Each parameter before the run's first step, its gradient there (model.first_step) and its
-    value after the step (where this run made it), as numbers."""
+def first_step_figure(trainer: pl.Trainer, model: SeedModel, tag: str) -> render.Figure | None:
+    """Each parameter before the run's first step, its gradient there and its value after it
+    (model.first_step), as numbers."""
     step = model.first_step
     if not step:
         return None
+    after = step.get("after")
     names = list(step["parameters"])
     before = [step["parameters"][k] for k in names]
     gradients = [step["gradients"].get(k) for k in names]
@@ -287,7 +280,7 @@ def first_step_figure(
 def outputs_at(model: SeedModel, values: Mapping[str, float], x: Tensor) -> Tensor:
     """The model's outputs on ``x`` with the seed-named parameters set to ``values`` (the others
     as they are); the model itself is left as it was."""
-    slots = seed_slots(model)
+    slots = model.seed_slots()
     params = {name: p.detach().clone() for name, p in model.named_parameters()}
     for key, value in values.items():
         name, index = slots[key]
@@ -365,7 +358,7 @@ def least_squares(model: SeedModel, x: Tensor, y: Tensor) -> tuple[dict[str, flo
     terms = model.objective.terms
     if y.shape[1] != 1:
         return None, ""
-    slots = seed_slots(model)
+    slots = model.seed_slots()
     params = dict(model.named_parameters())
     if not all(params[name].requires_grad for name, _ in slots.values()):
         return None, ""
@@ -462,7 +455,7 @@ class LossSurface:
 
     def __init__(self, model: SeedModel, x: Tensor, y: Tensor) -> None:
         self.model, self.x, self.y = model, x, y
-        self.slots = seed_slots(model)
+        self.slots = model.seed_slots()
         params = dict(model.named_parameters())
         self.trainable = {k for k, (name, _) in self.slots.items() if params[name].requires_grad}
 
@@ -532,24 +525,6 @@ class LossSurface:
         mark = None if best is None else (best[0], best[1])
         args = (grid_a, grid_b, losses, path[a], path[b], (a, b), title, mark, optimum_label)
         return render.Figure(tag, "loss_surface", args)
-
-
-def seed_slots(model: SeedModel) -> dict[str, tuple[str, int]]:
-    """Where each seed-named scalar lives: (parameter name, index into the flattened parameter).
-
-    Found by handing ``seed_names`` tensors that hold their own flat positions."""
-    params = dict(model.named_parameters())
-    starts, codes, offset = {}, {}, 0
-    for name, p in params.items():
-        starts[name] = offset
-        codes[name] = torch.arange(offset, offset + p.numel(), dtype=torch.float64).view(p.shape)
-        offset += p.numel()
-    slots = {}
-    for key, code in model.seed_names(codes).items():
-        flat = int(code)
-        name = next(n for n, s in starts.items() if s <= flat < s + params[n].numel())
-        slots[key] = (name, flat - starts[name])
-    return slots
 
 
 def _span(values: np.ndarray, points: int) -> np.ndarray:

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from backprop_lab.callbacks import tensorboard_loggers
 from backprop_lab.dashboard import render
-from backprop_lab.dashboard.figures import seed_slots, training_rows, training_xy
+from backprop_lab.dashboard.figures import training_rows, training_xy
 from backprop_lab.models import SeedModel
 from backprop_lab.models.base import Batch
 from backprop_lab.tools.explain import Derivation, derive, graph_data
@@ -160,7 +160,7 @@ def forward_graph(model: SeedModel, x: Tensor, y: Tensor | None = None) -> Graph
     with torch.no_grad():
         ShapeProp(traced).propagate(x)
     params = dict(model.named_parameters())
-    by_slot = {slot: seed for seed, slot in seed_slots(model).items()}
+    by_slot = {slot: seed for seed, slot in model.seed_slots().items()}
     graph = _Graph()
     names: dict[torch.fx.Node, str] = {}
     for node in traced.graph.nodes:

@@ -92,9 +92,9 @@ class SeedModel(pl.LightningModule):
         #: The run's predictions before training ({"predict_at", "predictions"}), kept in its
         #: checkpoints: a resumed run reports those of the whole run.
         self.predictions_before: dict | None = None
-        #: The run's first step by seed name: the parameters before it and their gradients at it
-        #: ({"parameters", "gradients"}; a one-step seed run is all about these), kept in its
-        #: checkpoints so a resumed run reports those of the whole run.
+        #: The run's first step by seed name: the parameters before it, their gradients at it and
+        #: the parameters after it ({"parameters", "gradients", "after"}; a one-step seed run is
+        #: all about these), kept in its checkpoints so a resumed run reports the whole run's.
         self.first_step: dict[str, dict[str, float]] | None = None
 
     # --- what a subclass provides -------------------------------------------------------------
@@ -189,8 +189,12 @@ class SeedModel(pl.LightningModule):
             grads = {n: p.grad for n, p in self.trainable().items() if p.grad is not None}
             self.first_step = {
                 "parameters": self.scalar_values(),
-                "gradients": _floats(self.seed_names(grads)) if grads else {},
+                "gradients": self.seed_values(grads) if grads else {},
             }
+
+    def on_train_batch_end(self, outputs: object, batch: Batch, batch_idx: int) -> None:
+        if self.global_step == 1 and self.first_step and "after" not in self.first_step:
+            self.first_step["after"] = self.scalar_values()
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         y_hat, loss, _ = self.compute_loss(batch)
@@ -310,25 +314,38 @@ class SeedModel(pl.LightningModule):
         """Every parameter entry as a 0-d tensor, named as the seed names it."""
         return self.seed_names(dict(self.named_parameters()))
 
-    def seed_groups(self) -> dict[str, list[str]]:
-        """The seed names each parameter tensor holds, in the seed's order (``W1``: w1..w4)."""
+    def seed_slots(self) -> dict[str, tuple[str, int]]:
+        """Where each seed-named scalar lives: (parameter name, index into the flattened
+        parameter). Found by handing ``seed_names`` tensors that hold their own flat positions."""
         params = dict(self.named_parameters())
-        codes, offset = {}, 0
-        for name, p in params.items():  # each entry holds its own flat position over all tensors
+        starts, codes, offset = {}, {}, 0
+        for name, p in params.items():
+            starts[name] = offset
             codes[name] = torch.arange(offset, offset + p.numel(), dtype=torch.float64)
             codes[name] = codes[name].view(p.shape)
             offset += p.numel()
-        starts = {name: int(code.view(-1)[0]) for name, code in codes.items()}
-        groups: dict[str, list[str]] = {name: [] for name in params}
-        for seed, code in self.seed_names(codes).items():
+        slots = {}
+        for key, code in self.seed_names(codes).items():
             flat = int(code)
-            owner = max((n for n in starts if starts[n] <= flat), key=lambda n: starts[n])
-            groups[owner].append(seed)
+            name = next(n for n, s in starts.items() if s <= flat < s + params[n].numel())
+            slots[key] = (name, flat - starts[name])
+        return slots
+
+    def seed_groups(self) -> dict[str, list[str]]:
+        """The seed names each parameter tensor holds, in the seed's order (``W1``: w1..w4)."""
+        groups: dict[str, list[str]] = {name: [] for name, _ in self.named_parameters()}
+        for seed, (name, _) in self.seed_slots().items():
+            groups[name].append(seed)
         return groups
+
+    def seed_values(self, tensors: Mapping[str, Tensor]) -> dict[str, float]:
+        """Per-parameter tensors (values or gradients) as Python floats under the seed's names,
+        in one copy from the device."""
+        return _floats(self.seed_names(tensors))
 
     def scalar_values(self) -> dict[str, float]:
         """Parameter values by seed name as Python floats (one device sync)."""
-        return _floats(self.named_scalars())
+        return self.seed_values(dict(self.named_parameters()))
 
     @torch.no_grad()
     def predict_at(self, inputs: Sequence[float] | Sequence[Sequence[float]]) -> list[list[float]]:
