@@ -262,13 +262,16 @@ def test_a_trial_that_fails_for_a_reason_a_user_can_act_on_is_logged_in_one_line
 
 
 def wait_for_a_running_trial(worker: subprocess.Popen, tmp_path: Path) -> bool:
-    """Poll the study until the worker's first trial runs with its parameters drawn (True), or
-    the worker ends (False). A trial is RUNNING a moment before its parameters are stored."""
+    """Poll the study until the worker's first trial runs with all its parameters drawn (True),
+    or the worker ends (False). A trial is RUNNING before its parameters are stored, one by one
+    (conf/search.yaml's space: optimizer.lr and optimizer.momentum)."""
+    drawn = {"optimizer.lr", "optimizer.momentum"}
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and worker.poll() is None:
         time.sleep(1)
         try:
-            if any(t.state.name == "RUNNING" and t.params for t in load(tmp_path).trials):
+            trials = load(tmp_path).trials
+            if any(t.state.name == "RUNNING" and set(t.params) == drawn for t in trials):
                 return True
         except Exception:  # the study or its tables do not exist yet
             continue
