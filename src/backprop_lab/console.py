@@ -58,3 +58,11 @@ def say(text: str, level: int = logging.INFO) -> None:
     stream = sys.stderr if level >= logging.WARNING else sys.stdout
     print(_prefix(level) + text, file=stream)
     stream.flush()
+
+
+def lightning_through_root() -> None:
+    """`import lightning` adds a console handler of its own; under Hydra, whose root handler already
+    prints (and, under train.py, writes train.log), that handler makes every Lightning message
+    appear twice. Cleared, Lightning's records reach the root's handlers alone, at its level."""
+    if logging.getLogger().handlers:
+        logging.getLogger("lightning").handlers.clear()

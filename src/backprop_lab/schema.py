@@ -88,6 +88,11 @@ RULES: dict[str, Rule] = {
         "a number in [0, 1)",
         "data.val_fraction=0.2",
     ),
+    "data.test_fraction": (
+        lambda v: is_number(v) and 0 <= v < 1,
+        "a number in [0, 1)",
+        "data.test_fraction=0.2",
+    ),
     "data.n": (lambda v: is_whole(v) and v >= 1, "a whole number >= 1", "data.n=1000"),
     # Synthetic data is drawn in float32 (backprop_lab.data.SyntheticDataModule).
     "data.noise_std": (

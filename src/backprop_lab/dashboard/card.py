@@ -11,6 +11,7 @@ from typing import Any
 import lightning.pytorch as pl
 
 from backprop_lab.callbacks import best_epoch, tensorboards
+from backprop_lab.callbacks.stopping import stopped_early
 from backprop_lab.config import PROJECT_ROOT, task_overrides
 from backprop_lab.models import SeedModel
 from backprop_lab.rows import DIGITS, as_rows, format_row, rounded
@@ -21,7 +22,7 @@ class RunCard(pl.Callback):
     one page, in Markdown tables with named columns.
 
     - a heading: the run's ``label`` (``${run_label:${run_name}}``), model, epochs, steps, device;
-    - the results: last step's loss, best and final epoch metrics;
+    - the results: last step's loss, best and final epoch metrics, an early stop and why;
     - every parameter before training, its gradient dL/dparam at step 0 (``model.first_step``)
       and after training;
     - the predictions at ``predict_at`` before and after;
@@ -29,10 +30,14 @@ class RunCard(pl.Callback):
       optimizer and data sections (each with the group option it came from), without Hydra's
       internal keys and with the machine's absolute paths cut.
 
+    A test after training (``data.test_fraction`` / ``data.test_csv``) adds tag ``card/test``: its
+    metrics and the weights it tested.
+
     Numbers are rounded to 6 significant digits for reading; summary.json keeps every digit.
     """
 
     TAG = "card"
+    TEST_TAG = "card/test"
 
     def __init__(self, metric: str = "Loss/train", mode: str = "min", label: str = "") -> None:
         self.metric, self.mode, self.label = metric, mode, label
@@ -51,6 +56,14 @@ class RunCard(pl.Callback):
             for writer in writers:
                 writer.add_text(self.TAG, text, trainer.global_step)
 
+    def on_test_end(self, trainer: pl.Trainer, pl_module: SeedModel) -> None:
+        writers = tensorboards(trainer)
+        if writers and pl_module.test_results:
+            rows = [(name, _num(value)) for name, value in pl_module.test_results.items()]
+            text = f"**test** after training\n\n{table(('metric', 'value'), rows)}"
+            for writer in writers:
+                writer.add_text(self.TEST_TAG, text, trainer.global_step)
+
     def card(self, trainer: pl.Trainer, model: SeedModel) -> str:
         """The card in Markdown: a heading line, the tables, the config."""
         seconds = time.perf_counter() - self._started
@@ -60,7 +73,7 @@ class RunCard(pl.Callback):
             f"{name}: {trainer.current_epoch} epoch(s), {trainer.global_step} step(s) in "
             f"{seconds:.2f} s on {trainer.strategy.root_device}"
         )
-        parts = [head, self._results(model), self._parameters(model)]
+        parts = [head, self._results(trainer, model), self._parameters(model)]
         predictions = self._predictions(model)
         if predictions:
             parts.append(predictions)
@@ -70,7 +83,7 @@ class RunCard(pl.Callback):
         )
         return "\n\n".join(parts)
 
-    def _results(self, model: SeedModel) -> str:
+    def _results(self, trainer: pl.Trainer, model: SeedModel) -> str:
         rows = []
         if model.last_loss is not None:
             rows.append(("final loss (last step)", _num(float(model.last_loss))))
@@ -85,6 +98,9 @@ class RunCard(pl.Callback):
             rows.append(
                 ("learning rate", changed if lr["last"] != lr["first"] else _num(lr["last"]))
             )
+        stopped = stopped_early(trainer)
+        if stopped:
+            rows.append(("stopped early", f"at epoch {stopped['epoch']}: {stopped['reason']}"))
         return table(("result", "value"), rows)
 
     @staticmethod

@@ -115,18 +115,22 @@ class TensorDataModule(pl.LightningDataModule):
         val_fraction: float = 0.0,
         seed: int | None = 0,
         dtype: torch.dtype = torch.float32,
+        test_fraction: float = 0.0,
     ) -> None:
         super().__init__()
         # schema.py checks the settings' ranges; what needs the data is checked where it is read.
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
         # seed=null: a fresh seed for this run's data (split, noise, shuffle), kept in its
         # checkpoints so a resumed run continues with the same data and order.
         self.seed = seed if seed is not None else secrets.randbits(32)
         self.dtype = dtype  # the training precision's: a value it cannot hold is an error
         self.train_xy: tuple[Tensor, Tensor] | None = None
         self.val_xy: tuple[Tensor, Tensor] | None = None
+        #: The test split, evaluated once after training (trainer.test); None without one.
+        self.test_xy: tuple[Tensor, Tensor] | None = None
         self._train_batches: TensorBatches | None = None
         self._resume_position: dict[str, int] | None = None
 
@@ -135,6 +139,10 @@ class TensorDataModule(pl.LightningDataModule):
 
     def load_val(self) -> tuple[Tensor, Tensor] | None:
         """A separate validation set, if the subclass has one."""
+        return None
+
+    def load_test(self) -> tuple[Tensor, Tensor] | None:
+        """A separate test set, if the subclass has one."""
         return None
 
     @property
@@ -155,18 +163,39 @@ class TensorDataModule(pl.LightningDataModule):
         if self.train_xy is not None:
             return
         x, y = self.load()
-        val = self.load_val()
-        if val is None and self.val_fraction > 0:
-            n_val = round(len(x) * self.val_fraction)
-            if n_val < 1 or n_val >= len(x):
+        val, test = self.load_val(), self.load_test()
+        # Held-out rows drawn by one seeded permutation: the test rows first, then the
+        # validation rows; both fractions are of the whole file (or synthetic set).
+        n_val = self._held_out(len(x), "val_fraction", "validation") if val is None else 0
+        n_test = self._held_out(len(x), "test_fraction", "testing") if test is None else 0
+        if n_val or n_test:
+            if n_val + n_test >= len(x):
                 raise DataError(
-                    f"data.val_fraction={self.val_fraction} of {len(x)} rows leaves no rows for "
-                    "training or none for validation"
+                    f"data.val_fraction={self.val_fraction} and data.test_fraction="
+                    f"{self.test_fraction} of {len(x)} rows leave no rows for training"
                 )
             order = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.seed))
-            val = take_rows(x, order[:n_val]), take_rows(y, order[:n_val])
-            x, y = take_rows(x, order[n_val:]), take_rows(y, order[n_val:])
-        self.train_xy, self.val_xy = (x, y), val
+            test_rows, val_rows = order[:n_test], order[n_test : n_test + n_val]
+            if n_test:
+                test = take_rows(x, test_rows), take_rows(y, test_rows)
+            if n_val:
+                val = take_rows(x, val_rows), take_rows(y, val_rows)
+            train_rows = order[n_test + n_val :]
+            x, y = take_rows(x, train_rows), take_rows(y, train_rows)
+        self.train_xy, self.val_xy, self.test_xy = (x, y), val, test
+
+    def _held_out(self, rows: int, key: str, purpose: str) -> int:
+        """The number of rows ``data.<key>`` (a fraction of ``rows``) holds out: 0 for 0."""
+        fraction = getattr(self, key)
+        if fraction <= 0:
+            return 0
+        n = round(rows * fraction)
+        if n < 1 or n >= rows:
+            raise DataError(
+                f"data.{key}={fraction} of {rows} rows leaves no rows for training or none for "
+                f"{purpose}"
+            )
+        return n
 
     def fingerprint(self) -> dict[str, int | bool | str | None]:
         """What a resumed run must share with the run it resumes: the rows and how they are
@@ -218,6 +247,12 @@ class TensorDataModule(pl.LightningDataModule):
         self.val_xy = self._on_device(self.val_xy)
         return TensorBatches(*self.val_xy, self.batch_size, **self._shard())
 
+    def test_dataloader(self) -> TensorBatches | list:
+        if self.test_xy is None:
+            return []
+        self.test_xy = self._on_device(self.test_xy)
+        return TensorBatches(*self.test_xy, self.batch_size, **self._shard())
+
     def _on_device(self, xy: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         """The data moved once to the training device when that is an accelerator: batches are
         then sliced where they are used, not copied from host memory at every step."""
@@ -240,11 +275,13 @@ class CSVDataModule(TensorDataModule):
         x_columns: Sequence[str],
         y_columns: Sequence[str],
         val_csv: str | None = None,
+        test_csv: str | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.train_csv = train_csv
         self.val_csv = val_csv
+        self.test_csv = test_csv
         self.x_columns = list(x_columns)
         self.y_columns = list(y_columns)
 
@@ -255,6 +292,11 @@ class CSVDataModule(TensorDataModule):
         if self.val_csv is None:
             return None
         return read_csv(self.val_csv, self.x_columns, self.y_columns, self.dtype)
+
+    def load_test(self) -> tuple[Tensor, Tensor] | None:
+        if self.test_csv is None:
+            return None
+        return read_csv(self.test_csv, self.x_columns, self.y_columns, self.dtype)
 
 
 class SyntheticDataModule(TensorDataModule):
@@ -310,7 +352,7 @@ def read_csv(
     """
     source = csvfile.Source(
         what="data file",
-        setting="data.train_csv / data.val_csv",
+        setting="data.train_csv / data.val_csv / data.test_csv",
         columns_fix="Set data.x_columns and data.y_columns to columns it has.",
         error=DataError,
     )

@@ -79,6 +79,12 @@ class SeedModel(pl.LightningModule):
         same = self.objective.plain_term
         self.train_metrics = EpochMetrics("train", outputs, same_as_loss=same)
         self.val_metrics = EpochMetrics("val", outputs, same_as_loss=same)
+        # The test split's every metric (test/mse too), computed in one trainer.test after fit,
+        # so never kept in checkpoints: its states stay out of the state_dict.
+        self.test_metrics = EpochMetrics("test", outputs)
+        self.test_metrics.persistent(False)
+        #: The last trainer.test's metrics as floats (Loss/test, test/mse, ...); None before one.
+        self.test_results: dict[str, float] | None = None
         self.last_loss: Tensor | None = None
         #: One row per training epoch: epoch, step and every epoch-level metric (train and val).
         self.history: list[dict[str, float]] = []
@@ -199,6 +205,14 @@ class SeedModel(pl.LightningModule):
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         y_hat, loss, _ = self.compute_loss(batch)
         self.val_metrics.update(loss, y_hat, batch[1])
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        y_hat, loss, _ = self.compute_loss(batch)
+        self.test_metrics.update(loss, y_hat, batch[1])
+
+    def on_test_epoch_end(self) -> None:
+        values = self._log_epoch(self.test_metrics)
+        self.test_results = {k: float(v) for k, v in values.items()}
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch(self.train_metrics)
@@ -384,7 +398,7 @@ class SeedModel(pl.LightningModule):
         for logger in self.loggers:
             logger.log_metrics(values, step=self.global_step)
 
-    def _log_epoch(self, metrics: EpochMetrics) -> None:
+    def _log_epoch(self, metrics: EpochMetrics) -> dict[str, Tensor]:
         """An epoch's metrics, to ``trainer.callback_metrics`` (EarlyStopping, ModelCheckpoint's
         ``monitor``) and to the loggers, then reset for the next epoch. The values are already the
         whole epoch's over every process (torchmetrics sums the states), so ``sync_dist`` only
@@ -395,6 +409,7 @@ class SeedModel(pl.LightningModule):
         metrics.reset()
         self.log_dict(values, sync_dist=True, logger=False)
         self._log_now(values)
+        return values
 
 
 def _floats(scalars: Mapping[str, Tensor]) -> dict[str, float]:

@@ -2,6 +2,7 @@
 
     instantiate data, objective, optimiser (partial), model, callbacks, loggers, Trainer
     -> predictions at the configured inputs -> trainer.fit -> predictions again
+    -> trainer.test on the test split, if the data has one (best checkpoint's weights)
     -> summary.json and metrics.csv in the run's output dir, HParams in TensorBoard, a report
 
 The summary is written whatever happens: a run that fails or is interrupted records its status
@@ -36,6 +37,7 @@ from backprop_lab.ranks import is_rank_zero
 from backprop_lab.rows import as_rows
 from backprop_lab.training import checkpoints
 from backprop_lab.training.build import build_data, build_model, make, path_error
+from backprop_lab.training.evaluation import test_after_fit
 from backprop_lab.training.hparams import hparams, trial_id
 from backprop_lab.training.summary import (
     finish_run_files,
@@ -61,11 +63,9 @@ warnings.filterwarnings(
 warnings.filterwarnings("ignore", message="The number of training batches .* logging interval")
 
 
-def _single_console() -> None:
-    """`import lightning` adds a console handler of its own; under Hydra, whose root handler already
-    prints (and writes train.log), that handler makes every Lightning message appear twice."""
-    if logging.getLogger().handlers:
-        logging.getLogger("lightning").handlers.clear()
+# Lightning's hint, on a machine with SLURM installed, to start the run with srun: a run here is
+# one process, or one SLURM job of a sweep (hydra/launcher=slurm submits them).
+warnings.filterwarnings("ignore", message="The `srun` command is available on your system")
 
 
 def train(
@@ -77,7 +77,7 @@ def train(
     ``quiet`` leaves out the console report.
     """
     started = time.perf_counter()
-    _single_console()
+    console.lightning_through_root()
     output_dir = Path(cfg.paths.output_dir)
     if is_rank_zero():  # the process that writes the run's files; the others join its dir
         files.check_run_dir(output_dir, key="paths.output_dir")  # before anything is written
@@ -121,6 +121,7 @@ def train(
             if stop.received is not None:  # a signal at an epoch's last batch: stopped at its end
                 raise stop.interrupted(trainer)
             summary["predictions_after"] = model.predict_at(inputs) if inputs else None
+            summary["test"] = test_after_fit(trainer, model, datamodule)  # with a test split
             summary["status"] = "finished"
         except BaseException as caught:
             error = _as_user_error(caught, stop, output_dir)

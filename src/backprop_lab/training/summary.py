@@ -16,6 +16,7 @@ from backprop_lab.callbacks import best_epoch
 from backprop_lab.callbacks.stopping import stopped_early
 from backprop_lab.dashboard import render
 from backprop_lab.rows import DIGITS, format_row, rounded
+from backprop_lab.training.evaluation import test_lines
 
 
 def write_run_files(cfg, summary, model, trainer, output_dir: Path, started) -> str | None:
@@ -102,6 +103,8 @@ def report(summary: dict[str, Any], tensorboard: bool = True) -> str:
     stopped = summary.get("stopped_early")
     if stopped:
         lines.append(f"stopped early: at epoch {stopped['epoch']}, {stopped['reason']}")
+    if summary.get("test"):
+        lines += test_lines(summary["test"])
     lines += [
         f"device: {summary['device']}",
         f"epochs: {summary['epochs']}, steps: {summary['steps']}"
