@@ -26,4 +26,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    cli.check_choices()  # an unknown group option: one line, before Hydra composes
     main()

@@ -114,3 +114,60 @@ def test_every_script_has_its_own_help(tmp_path, script):
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"{script}: ")
     assert f"uv run {script} " in result.stdout and "Powered by Hydra" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["scheduler=foo"],
+            "error: scheduler=foo is not an option of scheduler; choose one of "
+            "cosine, none, plateau, step",
+        ),
+        (
+            ["-m", "model=linear,foo"],
+            "error: model=foo is not an option of model; choose one of "
+            "cubic, linear, quadratic, sigmoid_net",
+        ),
+        (["optimizer=choice(sgd,adamw)"], "error: optimizer=adamw is not an option of optimizer"),
+        (["scheduler=null"], "error: scheduler=null is not an option of scheduler"),
+        (
+            ["experiment=quadratic/nope"],
+            "error: experiment=quadratic/nope is not an option of "
+            "experiment; choose one of cubic/y_equals_2x,",
+        ),
+    ],
+)
+def test_an_unknown_group_option_is_one_line(capsys, args, line):
+    from backprop_lab import cli
+
+    with pytest.raises(SystemExit) as stopped:
+        cli.check_choices(args)
+    assert stopped.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith(line) and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["model=linear", "scheduler=step", "experiment=seed004", "optimizer.lr=0.1"],
+        ["-m", "model=linear,quadratic", "~callbacks.plots", "+callbacks.x=1"],
+        ["--cfg", "job", "model=whatever"],  # other flags: Hydra's to check
+        ["hydra/launcher=joblib"],
+    ],
+)
+def test_known_options_and_other_overrides_pass(args):
+    from backprop_lab import cli
+
+    cli.check_choices(args)  # returns: no SystemExit
+
+
+def test_train_py_says_an_unknown_option_in_one_line(tmp_path):
+    result = train_cli("scheduler=foo", log_dir=tmp_path / "logs")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: scheduler=foo is not an option of scheduler; choose one of cosine, none, "
+        "plateau, step"
+    ]
+    assert not (tmp_path / "logs").exists()  # nothing written

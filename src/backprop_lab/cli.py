@@ -43,6 +43,46 @@ def imports_done() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+def check_choices(argv: list[str] | None = None) -> None:
+    """An unknown option of a config group on the command line (``scheduler=foo``, also inside a
+    sweep: ``-m scheduler=step,foo``) ends in one line naming the options, exit status 1, before
+    Hydra composes the config (Hydra's own report of it is a paragraph with its search path).
+
+    The overrides are parsed with Hydra's OverridesParser; a command line with other flags than
+    ``-m`` (``--cfg``, ``-cp``, ...), or that does not parse, is left to Hydra."""
+    args = sys.argv[1:] if argv is None else argv
+    if any(a.startswith("-") and a not in ("-m", "--multirun") for a in args):
+        return
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    from backprop_lab.config import CONFIG_DIR
+
+    try:
+        overrides = OverridesParser.create().parse_overrides([a for a in args if "=" in a])
+    except HydraException:
+        return
+    for override in overrides:
+        group = CONFIG_DIR / override.key_or_group
+        if override.is_delete() or override.key_or_group.startswith("hydra") or not group.is_dir():
+            continue
+        if override.is_sweep_override():
+            values = list(override.sweep_string_iterator())
+        else:
+            values = [override.get_value_element_as_str()]
+        for value in values:
+            if not (group / f"{value}.yaml").is_file():
+                options = sorted(
+                    p.relative_to(group).with_suffix("").as_posix() for p in group.rglob("*.yaml")
+                )
+                print(
+                    f"error: {override.key_or_group}={value} is not an option of "
+                    f"{override.key_or_group}; choose one of {', '.join(options)}",
+                    file=sys.stderr,
+                )
+                sys.exit(1)
+
+
 def run(task: Callable[[DictConfig], Any], cfg: DictConfig, *, in_sweep: bool = False) -> None:
     """Run ``task(cfg)``; a BackpropLabError prints ``error: ...`` and exits with its status.
     Under train.py's job logging the line goes to the run's train.log as well (console.say).
