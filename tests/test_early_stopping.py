@@ -217,3 +217,15 @@ def test_early_stopping_on_the_validation_loss(run):
     assert summary["epochs"] < 500
     best = torch.load(ckpt(summary, "best"), weights_only=True)
     assert best["epoch"] == summary["best"]["epoch"]
+
+
+def test_the_card_says_when_and_why_it_stopped(run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    summary = run(*EXAMPLE)
+    events = EventAccumulator(summary["output_dir"], size_guidance={"tensors": 0})
+    events.Reload()
+    (card,) = events.Tensors("card/text_summary")
+    stopped = summary["stopped_early"]
+    row = f"| stopped early | at epoch {stopped['epoch']}: {stopped['reason']} |"
+    assert row in card.tensor_proto.string_val[0].decode()

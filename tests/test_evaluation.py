@@ -231,3 +231,19 @@ def test_eval_py_prints_the_metrics_a_line_each_and_refuses_csvs_that_do_not_fit
         assert refused.stderr.startswith("error: ") and message in refused.stderr
         assert len(refused.stderr.strip().splitlines()) <= 2, refused.stderr
         assert "Traceback" not in refused.stderr
+
+
+def card_of(run_dir: Path) -> str:
+    events = EventAccumulator(str(run_dir), size_guidance={"tensors": 0})
+    events.Reload()
+    (card,) = events.Tensors("card/text_summary")
+    return card.tensor_proto.string_val[0].decode()
+
+
+def test_the_card_ends_with_the_test(run):
+    summary = run(*SPLIT)
+    card = card_of(Path(summary["output_dir"]))
+    table = card.split("**test** after training (250 rows)\n\n", 1)[1]
+    assert table.startswith("| metric | value |\n|---|---|\n")
+    for name, value in summary["test"]["metrics"].items():
+        assert f"| {name} | {value:.6g} |" in table

@@ -30,19 +30,19 @@ class RunCard(pl.Callback):
       optimizer and data sections (each with the group option it came from), without Hydra's
       internal keys and with the machine's absolute paths cut.
 
-    A test after training (``data.test_fraction`` / ``data.test_csv``) adds tag ``card/test``: its
-    metrics and the weights it tested.
+    A run with a test split (``data.test_fraction`` / ``data.test_csv``) writes its card once the
+    test after training is done, with the test's metrics at its end.
 
     Numbers are rounded to 6 significant digits for reading; summary.json keeps every digit.
     """
 
     TAG = "card"
-    TEST_TAG = "card/test"
 
     def __init__(self, metric: str = "Loss/train", mode: str = "min", label: str = "") -> None:
         self.metric, self.mode, self.label = metric, mode, label
         self._started = 0.0
         self._before: list[list[float]] | None = None
+        self._text: str | None = None  # made at the end of training, not written yet
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: SeedModel) -> None:
         self._started = time.perf_counter()
@@ -50,19 +50,29 @@ class RunCard(pl.Callback):
         self._before = pl_module.predict_at(inputs) if inputs and trainer.is_global_zero else None
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: SeedModel) -> None:
-        writers = tensorboards(trainer)
-        if writers:
-            text = self.card(trainer, pl_module)
-            for writer in writers:
-                writer.add_text(self.TAG, text, trainer.global_step)
+        if not tensorboards(trainer):
+            return
+        self._text = self.card(trainer, pl_module)
+        if getattr(trainer.datamodule, "test_xy", None) is None:  # type: ignore[attr-defined]
+            self._write(trainer)  # else once the test after training has its metrics
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: SeedModel) -> None:
-        writers = tensorboards(trainer)
-        if writers and pl_module.test_results:
+        if self._text is not None and pl_module.test_results:
             rows = [(name, _num(value)) for name, value in pl_module.test_results.items()]
-            text = f"**test** after training\n\n{table(('metric', 'value'), rows)}"
-            for writer in writers:
-                writer.add_text(self.TEST_TAG, text, trainer.global_step)
+            rows_tested = len(trainer.datamodule.test_xy[0])  # type: ignore[attr-defined]
+            head = f"**test** after training ({rows_tested} rows)"
+            self._text += f"\n\n{head}\n\n" + table(("metric", "value"), rows)
+        self._write(trainer)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: SeedModel, error: BaseException) -> None:
+        self._write(trainer)  # a test that failed: the card without it
+
+    def _write(self, trainer: pl.Trainer) -> None:
+        if self._text is None:
+            return
+        for writer in tensorboards(trainer):
+            writer.add_text(self.TAG, self._text, trainer.global_step)
+        self._text = None
 
     def card(self, trainer: pl.Trainer, model: SeedModel) -> str:
         """The card in Markdown: a heading line, the tables, the config."""

@@ -158,7 +158,7 @@ def _test(model: SeedModel, batches: TensorBatches) -> dict[str, float]:
     device = model.device
     accelerator = {"cuda": "gpu"}.get(device.type, device.type)
     devices = [device.index or 0] if device.type == "cuda" else 1
-    precision = "64-true" if next(model.parameters()).dtype == torch.float64 else "32-true"
+    wide = next(model.parameters()).dtype == torch.float64
     console.lightning_through_root()  # Lightning's start-up notes (INFO) stay off the console
     with warnings.catch_warnings():
         # Lightning 2.6 calls a torch.utils._pytree API that torch 2.15 deprecates.
@@ -168,7 +168,7 @@ def _test(model: SeedModel, batches: TensorBatches) -> dict[str, float]:
         trainer = pl.Trainer(
             accelerator=accelerator,
             devices=devices,
-            precision=precision,
+            precision="64-true" if wide else "32-true",
             logger=False,
             enable_checkpointing=False,
             enable_progress_bar=False,
