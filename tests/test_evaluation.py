@@ -3,6 +3,7 @@ checkpoint; and eval.py, any checkpoint on any CSV with fitting columns."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -247,3 +248,25 @@ def test_the_card_ends_with_the_test(run):
     assert table.startswith("| metric | value |\n|---|---|\n")
     for name, value in summary["test"]["metrics"].items():
         assert f"| {name} | {value:.6g} |" in table
+
+
+@pytest.mark.slow
+def test_a_sweeps_table_has_each_jobs_test_metrics(tmp_path):
+    swept = cli(
+        "train.py",
+        "-m",
+        *SPLIT,
+        "optimizer.lr=0.01,0.1",
+        "trainer.enable_progress_bar=false",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        cwd=tmp_path,
+    )
+    assert swept.returncode == 0, swept.stderr
+    (sweep,) = (tmp_path / "logs" / "multiruns").iterdir()
+    with (sweep / "summary.csv").open() as f:
+        rows = {row["job"]: row for row in csv.DictReader(f)}
+    assert len(rows) == 2
+    for job, row in rows.items():
+        test = json.loads((sweep / job / "summary.json").read_text())["test"]
+        for name, value in test["metrics"].items():
+            assert float(row[name]) == pytest.approx(value, rel=1e-12), (job, name)

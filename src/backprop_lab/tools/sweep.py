@@ -57,6 +57,8 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
                     for k, v in (summary.get("final_metrics") or {}).items()
                     if k not in ("epoch", "step")
                 },
+                # the test after training (Loss/test, test/mse, ...), where the jobs have one
+                **((summary.get("test") or {}).get("metrics") or {}),
             }
         )
     return rows
