@@ -131,6 +131,7 @@ def test_every_script_has_its_own_help(tmp_path, script):
         ),
         (["optimizer=choice(sgd,adamw)"], "error: optimizer=adamw is not an option of optimizer"),
         (["scheduler=null"], "error: scheduler=null is not an option of scheduler"),
+        (["-m", "debug=fast_dev_run,limit"], "error: debug=fast_dev_run,limit: one debug mode"),
         (
             ["experiment=quadratic/nope"],
             "error: experiment=quadratic/nope is not an option of "

@@ -68,6 +68,15 @@ def check_choices(argv: list[str] | None = None) -> None:
             continue
         if override.is_sweep_override():
             values = list(override.sweep_string_iterator())
+            if override.key_or_group == "debug" and len(values) > 1:
+                # Hydra makes the sweep's own dir without the swept value: the jobs would go to
+                # logs/debug/multiruns/, the sweep's summary to logs/multiruns/.
+                print(
+                    f"error: debug={','.join(values)}: one debug mode per sweep (each moves the "
+                    "sweep's dir under logs/debug/); run a sweep for each",
+                    file=sys.stderr,
+                )
+                sys.exit(1)
         else:
             values = [override.get_value_element_as_str()]
         for value in values:

@@ -57,6 +57,14 @@ def _numbers(v: Any, count: int | None = None) -> bool:
     )
 
 
+def _batches(v: Any) -> bool:
+    """Lightning's limit_*_batches and overfit_batches: a fraction of the batches in [0.0, 1.0]
+    or a whole number of them >= 0 (1 is one batch, 1.0 all of them)."""
+    return (is_whole(v) and v >= 0) or (isinstance(v, float) and 0.0 <= v <= 1.0)
+
+
+BATCHES = "a fraction in [0.0, 1.0] (of each epoch's batches) or a whole number of batches >= 0"
+
 #: A rule: (test, what the value must be, an example).
 Rule = tuple[Callable[[Any], bool], str, str]
 
@@ -120,6 +128,29 @@ RULES: dict[str, Rule] = {
         lambda v: is_whole(v) and v >= 1,
         "a whole number >= 1",
         "trainer.log_every_n_steps=10",
+    ),
+    # The debug modes' settings (conf/debug/); Lightning's own message for `abc` would be
+    # "'<=' not supported between instances of 'int' and 'str'".
+    "trainer.fast_dev_run": (
+        lambda v: isinstance(v, bool) or (is_whole(v) and v >= 0),
+        "true, false or a whole number of batches >= 0",
+        "trainer.fast_dev_run=true",
+    ),
+    "trainer.overfit_batches": (_batches, BATCHES, "trainer.overfit_batches=1"),
+    "trainer.limit_train_batches": (
+        lambda v: v is None or _batches(v),
+        BATCHES + ", or null (all)",
+        "trainer.limit_train_batches=0.5",
+    ),
+    "trainer.limit_val_batches": (
+        lambda v: v is None or _batches(v),
+        BATCHES + ", or null (all)",
+        "trainer.limit_val_batches=0.5",
+    ),
+    "trainer.limit_test_batches": (
+        lambda v: v is None or _batches(v),
+        BATCHES + ", or null (all)",
+        "trainer.limit_test_batches=0.5",
     ),
     "callbacks.histograms.every_n_steps": (
         lambda v: v is None or (is_whole(v) and v >= 1),

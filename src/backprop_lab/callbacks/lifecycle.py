@@ -1,5 +1,5 @@
-"""How a run begins and ends: its HParams summary, its best epoch, and a stop on Ctrl-C or SIGTERM
-that leaves a checkpoint to resume from."""
+"""How a run begins and ends: its hyperparameters for every logger, its best epoch, and a stop on
+Ctrl-C or SIGTERM that leaves a checkpoint to resume from."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 
-from backprop_lab.callbacks.tensorboard import tensorboards
+from backprop_lab.callbacks.tensorboard import other_loggers, tensorboards
 from backprop_lab.errors import Interrupted
 
 
@@ -26,7 +26,9 @@ def best_epoch(history: list[dict[str, float]], metric: str, mode: str) -> dict[
 
 
 class HParamsSummary(pl.Callback):
-    """TensorBoard's HParams tab: the run's hyperparameters beside its losses and objective.
+    """The run's hyperparameters for every logger: TensorBoard's HParams tab beside its losses and
+    objective, and for any other logger (CSV's hparams.yaml, MLflow's params) through
+    ``log_hyperparams`` as training starts.
 
     The metrics are scalars the run already logs (``Loss/train``, ``Loss/val``,
     ``objective.metric``): the tab shows each one's last value, and no extra scalar joins the
@@ -46,6 +48,12 @@ class HParamsSummary(pl.Callback):
     ) -> None:
         self.hparams, self.metric, self.mode, self.chosen = hparams, metric, mode, list(chosen)
         self.trial = trial
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The other loggers get the values as training starts, so a run stopped early has them
+        too. TensorBoard's are written with the metrics at the end, as its HParams tab wants."""
+        for logger in other_loggers(trainer):
+            logger.log_hyperparams(self.hparams)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         writers = tensorboards(trainer)

@@ -15,6 +15,7 @@ from backprop_lab.callbacks.stopping import stopped_early
 from backprop_lab.config import PROJECT_ROOT, task_overrides
 from backprop_lab.models import SeedModel
 from backprop_lab.rows import DIGITS, as_rows, format_row, rounded
+from backprop_lab.training.evaluation import rows_tested
 
 
 class RunCard(pl.Callback):
@@ -58,10 +59,10 @@ class RunCard(pl.Callback):
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: SeedModel) -> None:
         if self._text is not None and pl_module.test_results:
-            rows = [(name, _num(value)) for name, value in pl_module.test_results.items()]
-            rows_tested = len(trainer.datamodule.test_xy[0])  # type: ignore[attr-defined]
-            head = f"**test** after training ({rows_tested} rows)"
-            self._text += f"\n\n{head}\n\n" + table(("metric", "value"), rows)
+            values = [(name, _num(value)) for name, value in pl_module.test_results.items()]
+            rows = rows_tested(trainer, trainer.datamodule)  # type: ignore[attr-defined]
+            head = f"**test** after training ({rows} rows)"
+            self._text += f"\n\n{head}\n\n" + table(("metric", "value"), values)
         self._write(trainer)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: SeedModel, error: BaseException) -> None:

@@ -85,7 +85,7 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
 def table(rows: list[dict[str, Any]]) -> str:
     shown = ("job", "status", "objective", "final_loss", "epochs", "wall_time_s")
     cells = [[_cell(r[c]) for c in shown] for r in rows]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(shown)]
+    widths = [max([len(h), *(len(c[i]) for c in cells)]) for i, h in enumerate(shown)]
     line = "  ".join(h.ljust(w) for h, w in zip(shown, widths, strict=True))
     out = [line, "  ".join("-" * w for w in widths)]
     out += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]

@@ -10,6 +10,7 @@ values (float64 under trainer.precision=64, not float32 widened) and on the trai
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, cast
@@ -28,6 +29,11 @@ from backprop_lab.models import SeedModel
 
 log = logging.getLogger(__name__)
 
+#: The optional extras (pyproject.toml) by the module a config's target needs: how to install one.
+EXTRAS = {
+    "mlflow": "uv sync --extra mlflow, or run with uv run --extra mlflow train.py logger=mlflow",
+}
+
 
 def make(section: str, node: DictConfig, **kwargs: Any) -> Any:
     """instantiate() whose failures a user can fix end as one line naming the config section.
@@ -41,11 +47,24 @@ def make(section: str, node: DictConfig, **kwargs: Any) -> Any:
         cause = error.__cause__
         if isinstance(cause, BackpropLabError):
             raise cause from None
+        if isinstance(cause, ModuleNotFoundError) and (missing := _missing_extra(cause)):
+            raise ConfigError(f"{section}: {missing}") from None
         if isinstance(cause, (ValueError, TypeError, ImportError, MisconfigurationException)):
             raise ConfigError(f"{section}: {' '.join(str(cause).split())}") from error
         if isinstance(cause, OSError) and cause.filename is not None:
             raise path_error(cause) from None
         raise
+
+
+def _missing_extra(error: ModuleNotFoundError) -> str | None:
+    """What to install for a module of an optional extra that is not installed (Lightning says
+    so as a ModuleNotFoundError naming the module, with a pip command that is not this
+    project's way), or None for any other module."""
+    named = f"{error.name or ''} {error}"
+    for module, how in EXTRAS.items():
+        if re.search(rf"\b{module}\b", named):
+            return f"the {module} package is not installed (an optional extra): {how}"
+    return None
 
 
 def build(cfg: DictConfig, trainer: pl.Trainer | None = None) -> tuple[TensorDataModule, SeedModel]:

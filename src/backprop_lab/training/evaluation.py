@@ -55,9 +55,17 @@ def test_after_fit(
     return {
         "checkpoint": str(best) if best is not None else None,
         "epoch": epoch,
-        "rows": len(datamodule.test_xy[0]),
+        "rows": rows_tested(trainer, datamodule),
         "metrics": tested.test_results,
     }
+
+
+def rows_tested(trainer: pl.Trainer, datamodule: TensorDataModule) -> int:
+    """The rows the last trainer.test saw: the whole split, or the batches that
+    trainer.limit_test_batches (a debug mode) leaves of it."""
+    assert datamodule.test_xy is not None
+    batches = sum(int(n) for n in trainer.num_test_batches)  # (inf only for a loader without len)
+    return min(len(datamodule.test_xy[0]), batches * datamodule.batch_size)
 
 
 def test_lines(test: dict[str, Any]) -> list[str]:

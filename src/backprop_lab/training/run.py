@@ -12,6 +12,7 @@ and error beside what it had.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import time
@@ -61,6 +62,18 @@ warnings.filterwarnings(
 # Lightning warns when an epoch has fewer batches than log_every_n_steps, for its own self.log
 # step logging; this project logs a step every log_every_n_steps steps counted across epochs.
 warnings.filterwarnings("ignore", message="The number of training batches .* logging interval")
+# debug=fast_dev_run and debug=overfit set limit_val_batches themselves, over the 0 that a run
+# without validation data passes: Lightning then asks for the datamodule's empty loader (a list,
+# data/modules.py) and notes that it is empty, as it is meant to be.
+warnings.filterwarnings("ignore", message=r"Total length of `list` across ranks is zero")
+# logger=mlflow: MLflow sets up its loggers as it is imported, at INFO with a console handler of its
+# own, and says there that it makes the tables of a new logs/mlflow.db; its warnings still show.
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+# Lightning's MLFlowLogger warns as it creates the experiment of a run_name's first run, which is
+# how every experiment begins.
+logging.getLogger("lightning.pytorch.loggers.mlflow").addFilter(
+    lambda record: not record.getMessage().endswith("not found. Creating it.")
+)
 
 
 # Lightning's hint, on a machine with SLURM installed, to start the run with srun: a run here is

@@ -115,6 +115,7 @@ def report(summary: dict[str, Any], tensorboard: bool = True) -> str:
         ("loss curve", out / "loss_curve.png"),
         ("checkpoint", out / "checkpoints" / "last.ckpt"),
         ("best checkpoint", out / "checkpoints" / "best.ckpt"),
+        ("profile", out / "fit-profile.txt"),  # debug=profiler: trainer.profiler's report
     ):
         if path.is_file() or render.pending(path):
             lines.append(f"{label}: {path}")
