@@ -270,3 +270,16 @@ def test_a_sweeps_table_has_each_jobs_test_metrics(tmp_path):
         test = json.loads((sweep / job / "summary.json").read_text())["test"]
         for name, value in test["metrics"].items():
             assert float(row[name]) == pytest.approx(value, rel=1e-12), (job, name)
+
+
+def test_the_hparams_tab_lists_the_test_loss_beside_the_training_loss(run):
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    summary = run(*SPLIT)
+    events = EventAccumulator(summary["output_dir"])
+    events.Reload()
+    content = events.PluginTagToContent("hparams")["_hparams_/experiment"]
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content).experiment
+    tags = [info.name.tag for info in experiment.metric_infos]
+    assert tags == ["Loss/train", "Loss/val", "Loss/test"]
+    assert events.Scalars("Loss/test")  # the value the tab shows for it

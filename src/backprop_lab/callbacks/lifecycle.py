@@ -31,7 +31,7 @@ class HParamsSummary(pl.Callback):
     ``log_hyperparams`` as training starts.
 
     The metrics are scalars the run already logs (``Loss/train``, ``Loss/val``,
-    ``objective.metric``): the tab shows each one's last value, and no extra scalar joins the
+    ``objective.metric``, and ``Loss/test`` with a test split): the tab shows each one's last value, and no extra scalar joins the
     charts. ``chosen`` are the keys the command line set (a sweep's swept keys): they are listed
     first, so they are among the columns the tab shows before any is ticked. ``trial`` names the
     run in the table's Trial ID column. Written at the end
@@ -74,6 +74,8 @@ class HParamsSummary(pl.Callback):
         tags = dict.fromkeys(
             [self.metric, *(t for t in ("Loss/train", "Loss/val") if t in logged[-1])]
         )
+        if getattr(trainer.datamodule, "test_xy", None) is not None:  # type: ignore[attr-defined]
+            tags["Loss/test"] = None  # logged by the test after training, at the same step
         metrics = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag)) for tag in tags]
         status = api_pb2.STATUS_ABORTED if trainer.interrupted else api_pb2.STATUS_SUCCESS
         summaries = (
