@@ -102,7 +102,7 @@ def test_help_is_the_projects_own_page(tmp_path):
     assert not list(tmp_path.iterdir())  # asking for help writes nothing
 
 
-@pytest.mark.parametrize("script", ["explain.py", "search.py", "predict.py"])
+@pytest.mark.parametrize("script", ["explain.py", "search.py", "predict.py", "eval.py"])
 def test_every_script_has_its_own_help(tmp_path, script):
     result = subprocess.run(
         [sys.executable, str(ROOT / script), "--help"],
