@@ -154,7 +154,7 @@ def test_joblib_runs_jobs_in_parallel_processes(tmp_path):
 def test_slurm_launcher_config_composes(make_cfg):
     cfg = make_cfg("hydra/launcher=slurm", "hydra.launcher.partition=gpu")
     assert cfg.hydra.launcher._target_.endswith("submitit_launcher.SlurmLauncher")
-    assert cfg.hydra.launcher.partition == "gpu" and cfg.hydra.launcher.gpus_per_node == 1
+    assert cfg.hydra.launcher.partition == "gpu" and cfg.hydra.launcher.gpus_per_node is None
 
 
 @pytest.mark.slow

@@ -31,10 +31,10 @@ class HParamsSummary(pl.Callback):
     ``log_hyperparams`` as training starts.
 
     The metrics are scalars the run already logs (``Loss/train``, ``Loss/val``,
-    ``objective.metric``, and ``Loss/test`` with a test split): the tab shows each one's last value, and no extra scalar joins the
-    charts. ``chosen`` are the keys the command line set (a sweep's swept keys): they are listed
-    first, so they are among the columns the tab shows before any is ticked. ``trial`` names the
-    run in the table's Trial ID column. Written at the end
+    ``objective.metric``, and ``Loss/test`` with a test split): the tab shows each one's last
+    value, and no extra scalar joins the charts. ``chosen`` are the keys the command line set (a
+    sweep's swept keys): they are listed first, so they are among the columns the tab shows before
+    any is ticked. ``trial`` names the run in the table's Trial ID column. Written at the end
     of training, while the writers are open, with tensorboard's own hparams summaries.
     """
 

@@ -43,7 +43,7 @@ from optuna.distributions import BaseDistribution
 from optuna.exceptions import DuplicatedStudyError, ExperimentalWarning, StorageInternalError
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from backprop_lab import schema
@@ -442,18 +442,20 @@ def database_url(cfg: DictConfig, search_dir: Path) -> str:
         ) from None
     shown = parsed.render_as_string(hide_password=True)
     try:
-        dialect = parsed.get_dialect()
-        dialect.import_dbapi()
+        parsed.get_dialect().import_dbapi()
     except NoSuchModuleError:
         raise ConfigError(
             f"search.storage={shown!r}: SQLAlchemy knows no database {parsed.drivername!r}; "
             f"{STORAGE_EXAMPLE}"
         ) from None
     except ImportError as error:
-        raise ConfigError(
-            f"search.storage={shown!r} needs the Python package {error.name!r}, which is not "
-            "installed; for PostgreSQL: uv pip install psycopg2-binary"
-        ) from None
+        fallback = _installed_fallback(parsed)
+        if fallback is None:
+            raise ConfigError(
+                f"search.storage={shown!r} needs the Python package {error.name!r}, which is not "
+                "installed; for PostgreSQL: uv pip install psycopg2-binary"
+            ) from None
+        parsed, url = fallback, fallback.render_as_string(hide_password=False)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         folder = Path(parsed.database).parent
         if not folder.is_dir():
@@ -462,6 +464,26 @@ def database_url(cfg: DictConfig, search_dir: Path) -> str:
                 f"{STORAGE_EXAMPLE}"
             )
     return url
+
+
+#: A bare backend name whose SQLAlchemy default driver may be missing -> the driver to try then.
+#: SQLAlchemy 2.1 made psycopg (3) the default for postgresql://; the postgres extra installs
+#: psycopg2-binary, which postgresql:// meant before.
+FALLBACK_DRIVERS = {"postgresql": "postgresql+psycopg2"}
+
+
+def _installed_fallback(parsed: URL) -> URL | None:
+    """``parsed`` with FALLBACK_DRIVERS' driver for its bare backend name, if that one is
+    installed; else None."""
+    drivername = FALLBACK_DRIVERS.get(parsed.drivername)
+    if drivername is None:
+        return None
+    fallback = parsed.set(drivername=drivername)
+    try:
+        fallback.get_dialect().import_dbapi()
+    except ImportError:
+        return None
+    return fallback
 
 
 # ----------------------------------------------------------------------------- the study
