@@ -41,8 +41,8 @@ def csv_file(tmp_path: Path, text: str) -> str:
 
 
 BAD_CONFIG = [
-    (["model=foo"], ["Could not find 'model/foo'", "linear", "quadratic", "sigmoid_net"]),
-    (["optimizer=foo"], ["Could not find 'optimizer/foo'", "adam", "sgd"]),
+    (["model=foo"], ["model=foo is not an option of model", "linear, quadratic, sigmoid_net"]),
+    (["optimizer=foo"], ["optimizer=foo is not an option of optimizer", "adam", "sgd"]),
     (["optimizer.lrr=0.1"], ["Could not override 'optimizer.lrr'", "not in struct"]),
     (["optimizer.lr=-1"], ["optimizer.lr must be a number > 0, got -1", "optimizer.lr=0.01"]),
     (["optimizer.lr=abc"], ["optimizer.lr must be a number > 0, got 'abc'"]),
