@@ -7,7 +7,9 @@ lr 0.01) with a TensorBoardLogger, and print the prediction at x=4 (8.544..., as
     python benchmarks/bare_lightning.py LOG_DIR
 
 ``run.py`` also imports :class:`Quadratic` for the per-step baselines (everything off, ``self.log``
-on every step, histograms on every step) and :class:`Linear` for the large-data one.
+on every step, histograms on every step) and the long learner runs, :class:`Linear` for the
+large-data one, :class:`ValidatedLinear` for the shuffled-and-validated large-data one, and
+:class:`SigmoidNet` (seed 000's 2-2-2 net) for the long learner runs.
 """
 
 from __future__ import annotations
@@ -63,6 +65,36 @@ class Linear(Quadratic):
 
     def forward(self, x: Tensor) -> Tensor:
         return x * self.w
+
+
+class ValidatedLinear(Linear):
+    """:class:`Linear` with a validation pass: the MSE of each validation batch, logged as
+    Lightning averages it over the epoch (``self.log`` in validation_step: on_epoch)."""
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        loss = F.mse_loss(self(x), y)
+        self.log("Loss/val", loss)
+        return loss
+
+
+class SigmoidNet(Quadratic):
+    """Seed 000's 2-2-2 net without biases: o = sigmoid(sigmoid(x W1^T) W2^T), MSE, plain SGD."""
+
+    def __init__(
+        self,
+        hidden: tuple[tuple[float, ...], ...] = ((0.2, 0.5), (-0.4, 0.6)),
+        output: tuple[tuple[float, ...], ...] = ((0.1, -0.3), (-0.5, 0.8)),
+        lr: float = 1.0,
+        **kwargs,
+    ) -> None:
+        super().__init__(lr=lr, **kwargs)
+        del self.w
+        self.W1 = torch.nn.Parameter(torch.tensor(hidden))
+        self.W2 = torch.nn.Parameter(torch.tensor(output))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.sigmoid(torch.sigmoid(x @ self.W1.T) @ self.W2.T)
 
 
 def main(log_dir: str) -> None:
