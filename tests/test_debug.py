@@ -149,6 +149,7 @@ def test_fast_dev_run_tests_one_batch(make_cfg):
     summary, batches = train_recording(cfg)
     assert summary["status"] == "finished"
     assert batches.test == [cfg.data.batch_size]
+    assert summary["test"]["rows"] == sum(batches.test)  # the rows tested, not the split's
 
 
 @pytest.mark.slow

@@ -137,21 +137,14 @@ RULES: dict[str, Rule] = {
         "trainer.fast_dev_run=true",
     ),
     "trainer.overfit_batches": (_batches, BATCHES, "trainer.overfit_batches=1"),
-    "trainer.limit_train_batches": (
-        lambda v: v is None or _batches(v),
-        BATCHES + ", or null (all)",
-        "trainer.limit_train_batches=0.5",
-    ),
-    "trainer.limit_val_batches": (
-        lambda v: v is None or _batches(v),
-        BATCHES + ", or null (all)",
-        "trainer.limit_val_batches=0.5",
-    ),
-    "trainer.limit_test_batches": (
-        lambda v: v is None or _batches(v),
-        BATCHES + ", or null (all)",
-        "trainer.limit_test_batches=0.5",
-    ),
+    **{
+        f"trainer.limit_{split}_batches": (
+            lambda v: v is None or _batches(v),
+            BATCHES + ", or null (all)",
+            f"trainer.limit_{split}_batches=0.5",
+        )
+        for split in ("train", "val", "test")
+    },
     "callbacks.histograms.every_n_steps": (
         lambda v: v is None or (is_whole(v) and v >= 1),
         "a whole number >= 1, or null (about 25 times a run)",

@@ -346,11 +346,12 @@ def read_csv(
     x_columns: Sequence[str],
     y_columns: Sequence[str],
     dtype: torch.dtype = torch.float32,
+    source: csvfile.Source | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The named columns of a headed CSV as (x, y) tensors of ``dtype``. csvfile.py reads it, as
-    it reads predict.py's inputs; a bad file raises DataError naming the file, row, column and fix.
-    """
-    source = csvfile.Source(
+    it reads predict.py's inputs; a bad file raises DataError naming the file, row, column and fix
+    (``source``: how the messages name the file, by default as training data)."""
+    source = source or csvfile.Source(
         what="data file",
         setting="data.train_csv / data.val_csv / data.test_csv",
         columns_fix="Set data.x_columns and data.y_columns to columns it has.",

@@ -22,8 +22,8 @@ from typing import Any
 import torch
 
 from backprop_lab import console
-from backprop_lab.data import CSVDataModule, SyntheticDataModule, TensorBatches
-from backprop_lab.data.csvfile import Source, read_columns
+from backprop_lab.data import CSVDataModule, SyntheticDataModule, TensorBatches, read_csv
+from backprop_lab.data.csvfile import Source
 from backprop_lab.errors import CheckpointError, ConfigError
 from backprop_lab.models import SeedModel
 from backprop_lab.schema import is_whole
@@ -72,23 +72,31 @@ def evaluate(
     dtype = next(model.parameters()).dtype
     if test_csv is None and not data.get("test_csv") and data.get("test_fraction"):
         x, y = _run_test_split(checkpoint, path, dtype)  # the rows train.py held out and tested
-        metrics = _test(model, TensorBatches(x.to(model.device), y.to(model.device), batch_size))
-        return Evaluation(
-            checkpoint=path,
-            model=type(model).__name__,
-            steps=checkpoint.get("global_step"),
-            epoch=checkpoint.get("epoch"),
-            device=str(model.device),
-            test_csv=None,
-            rows=len(x),
-            metrics=metrics,
-        )
-    test_csv = test_csv or data.get("test_csv")
-    if not test_csv:
-        raise ConfigError(
-            f"no test data: {path} was trained without data.test_csv or data.test_fraction; "
-            "give one, e.g. data.test_csv=test.csv (a CSV with the run's input and target columns)"
-        )
+    else:
+        test_csv = test_csv or data.get("test_csv")
+        if not test_csv:
+            raise ConfigError(
+                f"no test data: {path} was trained without data.test_csv or data.test_fraction; "
+                "give one, e.g. data.test_csv=test.csv (a CSV with the run's input and target "
+                "columns)"
+            )
+        x, y = _read_test_csv(test_csv, model, data, x_columns, y_columns, dtype)
+    metrics = _test(model, TensorBatches(x.to(model.device), y.to(model.device), batch_size))
+    return Evaluation(
+        checkpoint=path,
+        model=type(model).__name__,
+        steps=checkpoint.get("global_step"),
+        epoch=checkpoint.get("epoch"),
+        device=str(model.device),
+        test_csv=Path(test_csv) if test_csv else None,
+        rows=len(x),
+        metrics=metrics,
+    )
+
+
+def _read_test_csv(test_csv, model: SeedModel, data: dict[str, Any], x_columns, y_columns, dtype):
+    """(x, y) of a test CSV: its columns ``x_columns`` and ``y_columns``, by default the run's,
+    as many as the model takes."""
     x_names = list(x_columns or data.get("x_columns") or ["x"])
     y_names = list(y_columns or data.get("y_columns") or ["y"])
     for key, names, wanted in (
@@ -107,19 +115,7 @@ def evaluate(
         "data.y_columns=[...].",
         error=ConfigError,
     )
-    table = read_columns(test_csv, [*x_names, *y_names], source, dtype)
-    x, y = table[:, : len(x_names)], table[:, len(x_names) :]
-    metrics = _test(model, TensorBatches(x.to(model.device), y.to(model.device), batch_size))
-    return Evaluation(
-        checkpoint=path,
-        model=type(model).__name__,
-        steps=checkpoint.get("global_step"),
-        epoch=checkpoint.get("epoch"),
-        device=str(model.device),
-        test_csv=Path(test_csv),
-        rows=len(x),
-        metrics=metrics,
-    )
+    return read_csv(test_csv, x_names, y_names, dtype, source)
 
 
 def _run_test_split(checkpoint: dict[str, Any], path: Path, dtype: torch.dtype):
