@@ -7,10 +7,10 @@ rule (``backward_by_hand``) and the seed's names for its parameters. Everything 
 trains with the hand-derived gradients through Lightning's manual optimisation.
 
 Logging is kept off the hot path: per-step values go straight to the loggers every
-``trainer.log_every_n_steps`` steps (``self.log`` costs ~0.25 ms a call; a 300-step run would
-spend more time logging than training), and the epoch's loss and metrics are summed on the device
-by a torchmetrics Metric (training/metrics.py) and logged with ``self.log_dict`` once per epoch.
-benchmarks/ measures it.
+``trainer.log_every_n_steps`` steps (``self.log`` costs ~0.25-0.75 ms a call; a 300-step run
+would spend more time logging than training), and the epoch's loss and metrics are summed on the
+device by a torchmetrics Metric (training/metrics.py), then go to the loggers and to
+``trainer.callback_metrics`` once an epoch. benchmarks/ measures it.
 """
 
 from __future__ import annotations
@@ -86,6 +86,9 @@ class SeedModel(pl.LightningModule):
         #: The last trainer.test's metrics as floats (Loss/test, test/mse, ...); None before one.
         self.test_results: dict[str, float] | None = None
         self.last_loss: Tensor | None = None
+        self._flat_places: tuple[list[str], dict[str, int]] | None = None  # (seed_values)
+        #: The last validation's epoch metrics, for the epoch's row of ``history``.
+        self.val_values: dict[str, Tensor] = {}
         #: One row per training epoch: epoch, step and every epoch-level metric (train and val).
         self.history: list[dict[str, float]] = []
         # The same rows as JSON lines, each made once: a checkpoint at every epoch end then holds
@@ -212,15 +215,16 @@ class SeedModel(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         values = self._log_epoch(self.test_metrics)
+        self.log_dict(values, sync_dist=True, logger=False)  # what trainer.test returns
         self.test_results = {k: float(v) for k, v in values.items()}
 
     def on_train_epoch_end(self) -> None:
-        self._log_epoch(self.train_metrics)
-        # Validation ran before this hook: callback_metrics hold this epoch's train and val values.
+        train = self._log_epoch(self.train_metrics)
+        # Validation ran before this hook; callback_metrics add what callbacks logged (lr-SGD).
         row: dict[str, float] = {"epoch": self.current_epoch, "step": self.global_step}
-        row.update(
-            {k: float(v) for k, v in self.trainer.callback_metrics.items() if v.numel() == 1}
-        )
+        row.update({k: float(v) for k, v in {**self.val_values, **train}.items()})
+        callbacks = self.trainer.callback_metrics.items()
+        row.update({k: float(v) for k, v in callbacks if v.numel() == 1 and k not in row})
         self.history.append(row)
         self._history_lines.append(json.dumps(row))
         if not self.automatic_optimization:
@@ -265,7 +269,9 @@ class SeedModel(pl.LightningModule):
         return value
 
     def on_validation_epoch_end(self) -> None:
-        self._log_epoch(self.val_metrics)
+        values = self._log_epoch(self.val_metrics)
+        if not self.trainer.sanity_checking:
+            self.val_values = values
 
     def on_train_end(self) -> None:
         # Under data-parallel training each process saw its share of the last batch: the final
@@ -354,8 +360,29 @@ class SeedModel(pl.LightningModule):
 
     def seed_values(self, tensors: Mapping[str, Tensor]) -> dict[str, float]:
         """Per-parameter tensors (values or gradients) as Python floats under the seed's names,
-        in one copy from the device."""
-        return _floats(self.seed_names(tensors))
+        in one copy from the device.
+
+        Speed: for every parameter (the values, or all their gradients), one flat copy read at
+        the seed names' places; ``seed_names`` indexes each name out of its tensor, ~100 us for
+        sigmoid_net's twelve, twice a step of a seed run. (benchmarks/run.py, section long:
+        "project model=sigmoid_net, default callbacks".)"""
+        if self._flat_places is None:
+            self._flat_places = self._places()
+        names, places = self._flat_places
+        if list(tensors) != names:  # some of the parameters: each name indexed out
+            return _floats(self.seed_names(tensors))
+        flat = torch.cat([t.detach().reshape(-1) for t in tensors.values()]).tolist()
+        return {seed: flat[i] for seed, i in places.items()}
+
+    def _places(self) -> tuple[list[str], dict[str, int]]:
+        """The parameters' names in order, and each seed name's place in their flattened
+        concatenation."""
+        offsets: dict[str, int] = {}
+        offset = 0
+        for name, p in self.named_parameters():
+            offsets[name], offset = offset, offset + p.numel()
+        slots = self.seed_slots().items()
+        return list(offsets), {seed: offsets[name] + index for seed, (name, index) in slots}
 
     def scalar_values(self) -> dict[str, float]:
         """Parameter values by seed name as Python floats (one device sync)."""
@@ -399,15 +426,21 @@ class SeedModel(pl.LightningModule):
             logger.log_metrics(values, step=self.global_step)
 
     def _log_epoch(self, metrics: EpochMetrics) -> dict[str, Tensor]:
-        """An epoch's metrics, to ``trainer.callback_metrics`` (EarlyStopping, ModelCheckpoint's
-        ``monitor``) and to the loggers, then reset for the next epoch. The values are already the
-        whole epoch's over every process (torchmetrics sums the states), so ``sync_dist`` only
-        tells Lightning so: the mean of equal values. They go to the loggers directly, as the
-        per-step ones do: through ``self.log`` Lightning would add an ``epoch`` scalar beside
-        them, a chart no learner looks for."""
+        """An epoch's metrics, to the loggers and to ``trainer.callback_metrics`` (where
+        EarlyStopping, ModelCheckpoint's ``monitor`` and ReduceLROnPlateau read them), then reset
+        for the next epoch. The values are already the whole epoch's over every process
+        (torchmetrics sums the states).
+
+        They go into ``callback_metrics`` as Lightning's own LearningRateMonitor puts its rates
+        there, and to the loggers directly, as the per-step values do. Through ``self.log`` each
+        would cost ~0.75 ms at an epoch's end (Lightning moves its record of the value to the
+        value's device at every call), where an epoch of a seed model's long run is one to three
+        steps of ~0.2 ms; and Lightning would add an ``epoch`` scalar beside them, a chart no
+        learner looks for. (benchmarks/run.py, section long: "project model=sigmoid_net,
+        default callbacks".)"""
         values = metrics.compute()
         metrics.reset()
-        self.log_dict(values, sync_dist=True, logger=False)
+        self.trainer.callback_metrics.update(values)
         self._log_now(values)
         return values
 
