@@ -1,6 +1,8 @@
 """What the short ways give is what the long way gives: the gradient check on part of a large
 batch, the epoch metrics where Lightning's callbacks look for them, checkpoints written by
-Lightning's AsyncCheckpointIO thread, rows gathered as vectors, the objective's terms. (The epoch
+Lightning's AsyncCheckpointIO thread and every nth epoch of a long run, rows gathered as vectors,
+the objective's terms, the seed-named values read from one flat copy, a call's scalars written
+as one TensorBoard event. (The epoch
 metrics against torchmetrics: tests/test_models.py.)"""
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import lightning.pytorch as pl
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,6 +18,7 @@ from hydra.utils import instantiate
 from test_tensorboard import load_events
 
 from backprop_lab.data import take_rows
+from backprop_lab.models import MODELS
 from backprop_lab.training.checkpoint_io import AtomicCheckpointIO
 from backprop_lab.training.objective import Objective
 
@@ -119,3 +123,81 @@ def test_the_checkpoint_is_the_last_epoch_ends(run):
     assert sorted(p.name for p in checkpoints.iterdir()) == ["best.ckpt", "last.ckpt"]
     saved = torch.load(checkpoints / "last.ckpt", weights_only=True, map_location="cpu")
     assert saved["epoch"] == 2 and saved["global_step"] == 9  # the last epoch end
+
+
+class Saves(pl.Callback):
+    """The epoch of every checkpoint saved, by the file it went to."""
+
+    def __init__(self) -> None:
+        self.epochs: list[int] = []
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        self.epochs.append(trainer.current_epoch)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "every"),
+    [
+        (["trainer.max_epochs=250"], 3),  # about 100 saves: every 3rd epoch, and the last
+        (["trainer.max_epochs=20", "callbacks.model_checkpoint.every_n_epochs=6"], 6),
+    ],
+)
+def test_a_long_run_saves_every_nth_epoch_and_its_last(make_cfg, overrides, every):
+    from backprop_lab.training.run import train
+
+    saves = Saves()
+    cfg = make_cfg("model=quadratic", *overrides)
+    train(cfg, extra_callbacks=[saves])
+    epochs = cfg.trainer.max_epochs
+    due = [e for e in range(epochs) if (e + 1) % every == 0 or e == epochs - 1]
+    # last.ckpt at each of them; best.ckpt at each that beat it (the loss falls every epoch)
+    assert saves.epochs == [e for e in due for _ in range(2)]
+    checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
+    for name in ("last", "best"):
+        saved = torch.load(checkpoints / f"{name}.ckpt", weights_only=True, map_location="cpu")
+        assert saved["epoch"] == epochs - 1
+
+
+def test_seed_values_read_each_parameter_where_the_seed_names_it():
+    for name, cls in MODELS.items():
+        model = cls()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(torch.randn_like(p))
+                p.grad = torch.randn_like(p)
+        for tensors in (
+            dict(model.named_parameters()),
+            {n: p.grad for n, p in model.named_parameters()},
+        ):
+            by_name = {k: float(v.detach()) for k, v in model.seed_names(tensors).items()}
+            values = model.seed_values(tensors)
+            assert values == by_name and list(values) == list(by_name), name
+
+
+def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    events = load_events(str(run_dir))
+    return {t: [(e.step, e.value) for e in events.Scalars(t)] for t in events.Tags()["scalars"]}
+
+
+@pytest.mark.parametrize("prefix", ["", "run"])
+def test_the_logger_writes_what_lightnings_own_writes(tmp_path, prefix):
+    from lightning.pytorch.loggers import TensorBoardLogger as LightningLogger
+
+    from backprop_lab.callbacks.tensorboard import TensorBoardLogger
+
+    calls = [
+        ({"Loss/train": 1.5, "params/m/w0": torch.tensor(2.25), "n": 3}, 0),
+        ({"Loss/train": -1.0, "params/m/w0": torch.tensor(0.5, dtype=torch.float64)}, 7),
+    ]
+    written = {}
+    for cls in (LightningLogger, TensorBoardLogger):
+        logger = cls(tmp_path / cls.__module__, name="", version="", prefix=prefix)
+        for metrics, step in calls:
+            logger.log_metrics(metrics, step)
+        logger.finalize("success")  # as at the end of fit: the writer is closed
+        logger.log_metrics({"Loss/test": 0.25}, 9)  # and reopened, as for trainer.test
+        logger.finalize("success")
+        written[cls] = scalars(tmp_path / cls.__module__)
+    assert written[TensorBoardLogger] == written[LightningLogger]
+    join = f"{prefix}-" if prefix else ""
+    assert written[TensorBoardLogger][f"{join}params/m/w0"] == [(0, 2.25), (7, 0.5)]

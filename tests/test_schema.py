@@ -139,6 +139,11 @@ BAD = [
     (["loss.terms.mse=0"], ["loss.terms needs a weight > 0", "loss.terms.mse=1.0"]),
     (["loss=weighted", "loss.terms.mse=0", "loss.terms.mae=0"], ["loss.terms needs a weight > 0"]),
     (["loss.l2=-1"], ["loss.l2 must be a number >= 0", "loss.l2=0.01"]),
+    (
+        ["callbacks.model_checkpoint.every_n_epochs=0"],
+        ["callbacks.model_checkpoint.every_n_epochs must be a whole number >= 1, or null"],
+    ),
+    (["callbacks.best_checkpoint.every_n_epochs=abc"], ["best_checkpoint.every_n_epochs"]),
 ]
 
 

@@ -145,6 +145,16 @@ RULES: dict[str, Rule] = {
         )
         for split in ("train", "val", "test")
     },
+    "callbacks.model_checkpoint.every_n_epochs": (
+        lambda v: v is None or (is_whole(v) and v >= 1),
+        "a whole number >= 1, or null (about 100 saves a run)",
+        "callbacks.model_checkpoint.every_n_epochs=1",
+    ),
+    "callbacks.best_checkpoint.every_n_epochs": (
+        lambda v: v is None or (is_whole(v) and v >= 1),
+        "a whole number >= 1, or null (about 100 saves a run)",
+        "callbacks.best_checkpoint.every_n_epochs=1",
+    ),
     "callbacks.histograms.every_n_steps": (
         lambda v: v is None or (is_whole(v) and v >= 1),
         "a whole number >= 1, or null (about 25 times a run)",
