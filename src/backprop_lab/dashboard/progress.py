@@ -120,11 +120,11 @@ class ProgressBar(LightningProgressBar):
             self._bar = None
 
 
-def progress_bar(enabled: bool = True, **kwargs: Any) -> pl.Callback:
-    """The :class:`ProgressBar` where ``trainer.enable_progress_bar`` is on; otherwise a callback
-    that does nothing (Lightning refuses a progress bar with the flag off, and a config entry
-    must still give a callback)."""
-    return ProgressBar(**kwargs) if enabled else pl.Callback()
+def progress_bar(enabled: bool = True, **kwargs: Any) -> ProgressBar | None:
+    """The :class:`ProgressBar` where ``trainer.enable_progress_bar`` is on; otherwise None, no
+    callback (Lightning refuses a progress bar with the flag off), as lr_monitor and
+    early_stopping give where they are off: Lightning calls every callback's hooks at every step."""
+    return ProgressBar(**kwargs) if enabled else None
 
 
 def _duration(seconds: float) -> str:

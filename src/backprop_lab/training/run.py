@@ -107,7 +107,7 @@ def train(
             resume, saved = _checkpoint_to_resume(cfg, output_dir)
             datamodule = build_data(cfg)
             callbacks = [make("callbacks", c) for c in (cfg.get("callbacks") or {}).values() if c]
-            callbacks = [c for c in callbacks if c is not None]  # early_stopping with no patience
+            callbacks = [c for c in callbacks if c is not None]  # the ones switched off
             _check_early_stopping(callbacks, datamodule)
             values, chosen = hparams(cfg)
             summary_of_hparams = HParamsSummary(
