@@ -23,15 +23,31 @@ class EpochCheckpoint(ModelCheckpoint):
     Speed: a save costs ~2.5 ms on the training thread (the checkpoint's state gathered, copied
     for the writing thread), where an epoch of a seed model's long run (3334 or 5000 epochs of
     one to three steps) takes ~1-4 ms. Every epoch, the two checkpoints tripled its step time.
-    (benchmarks/run.py, section long: "project model=quadratic, default callbacks".)
+    The per-step hook and the state key ModelCheckpoint rebuilds at every hook call cost the two
+    ~60 us a step more. (benchmarks/run.py, section long: "project model=quadratic, default
+    callbacks".)
     """
 
     def __init__(self, every_n_epochs: int | None = None, **kwargs: Any) -> None:
         if every_n_epochs is not None and every_n_epochs < 1:
             raise ValueError(f"every_n_epochs must be at least 1 or null, got {every_n_epochs}")
+        steps = {"every_n_train_steps", "train_time_interval"} & set(kwargs)
+        if steps:
+            raise ValueError(f"{type(self).__name__} saves at epoch ends only; drop {sorted(steps)}")
         super().__init__(every_n_epochs=1, save_on_train_epoch_end=True, **kwargs)
         self.interval = every_n_epochs
         self.every = every_n_epochs or 1
+        # ModelCheckpoint's, made once: Lightning reads it at each of a callback's hook calls
+        # (~10 a step) and ModelCheckpoint builds it from its settings anew each time.
+        self._state_key = super().state_key
+
+    @property
+    def state_key(self) -> str:
+        return self._state_key
+
+    def on_train_batch_end(self, *args: Any, **kwargs: Any) -> None:
+        """Nothing: saves are at epoch ends (ModelCheckpoint checks its step and time triggers
+        here, which this callback does not have)."""
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
