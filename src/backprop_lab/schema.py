@@ -147,12 +147,12 @@ RULES: dict[str, Rule] = {
     },
     "callbacks.model_checkpoint.every_n_epochs": (
         lambda v: v is None or (is_whole(v) and v >= 1),
-        "a whole number >= 1, or null (about 100 saves a run)",
+        "a whole number >= 1, or null (every epoch up to 100, then about 50 saves)",
         "callbacks.model_checkpoint.every_n_epochs=1",
     ),
     "callbacks.best_checkpoint.every_n_epochs": (
         lambda v: v is None or (is_whole(v) and v >= 1),
-        "a whole number >= 1, or null (about 100 saves a run)",
+        "a whole number >= 1, or null (every epoch up to 100, then about 50 saves)",
         "callbacks.best_checkpoint.every_n_epochs=1",
     ),
     "callbacks.histograms.every_n_steps": (

@@ -8,21 +8,24 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-#: Epoch-end saves in a run whose ``every_n_epochs`` is None: about this many.
-SAVES = 100
+#: A run whose ``every_n_epochs`` is None saves at every epoch end up to this many epochs...
+EVERY_EPOCH = 100
+#: ... and a longer one about this many times.
+SAVES = 50
 
 
 class EpochCheckpoint(ModelCheckpoint):
     """ModelCheckpoint (its top-k, monitor and file options as they are) saving at the end of every
     ``every_n_epochs``-th epoch and at the end of the run's last one: the epoch of
     ``trainer.max_epochs`` or ``max_steps``, or one after which the run stops (EarlyStopping).
-    ``every_n_epochs`` None: about :data:`SAVES` times over the run, which is every epoch of a
-    run of up to 100 epochs (every seed experiment), and every epoch of one an EarlyStopping on
-    the same ``monitor`` may stop. A ``monitor``'s best is the best of the epochs saved at.
+    ``every_n_epochs`` None: every epoch of a run of up to 100 epochs (every seed experiment)
+    and of one an EarlyStopping on the same ``monitor`` may stop, about 50 times over a longer
+    run. A ``monitor``'s best is the best of the epochs saved at.
 
-    Speed: a save costs ~2.5 ms on the training thread (the checkpoint's state gathered, copied
-    for the writing thread), where an epoch of a seed model's long run (3334 or 5000 epochs of
-    one to three steps) takes ~1-4 ms. Every epoch, the two checkpoints tripled its step time.
+    Speed: a save costs ~2-4 ms on the training thread (the checkpoint's state gathered, copied
+    and pickled for the writing thread), where an epoch of a seed model's long run (3334 or 5000
+    epochs of one to three steps) takes ~1.5-4 ms. Every epoch, the two checkpoints tripled its
+    step time; 100 saves a run of each still cost ~130 us a step, 50 half that.
     The per-step hook and the state key ModelCheckpoint rebuilds at every hook call cost the two
     ~60 us a step more. (benchmarks/run.py, section long: "project model=quadratic, default
     callbacks".)
@@ -33,7 +36,8 @@ class EpochCheckpoint(ModelCheckpoint):
             raise ValueError(f"every_n_epochs must be at least 1 or null, got {every_n_epochs}")
         steps = {"every_n_train_steps", "train_time_interval"} & set(kwargs)
         if steps:
-            raise ValueError(f"{type(self).__name__} saves at epoch ends only; drop {sorted(steps)}")
+            name = type(self).__name__
+            raise ValueError(f"{name} saves at epoch ends only; drop {sorted(steps)}")
         super().__init__(every_n_epochs=1, save_on_train_epoch_end=True, **kwargs)
         self.interval = every_n_epochs
         self.every = every_n_epochs or 1
@@ -51,9 +55,9 @@ class EpochCheckpoint(ModelCheckpoint):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
-        epochs = trainer.max_epochs
-        if self.interval is None and epochs is not None and epochs > 0:
-            self.every = 1 if self.stopped_by(trainer) else max(1, math.ceil(epochs / SAVES))
+        epochs, self.every = trainer.max_epochs or 0, self.interval or 1
+        if self.interval is None and epochs > EVERY_EPOCH and not self.stopped_by(trainer):
+            self.every = math.ceil(epochs / SAVES)
 
     def stopped_by(self, trainer: pl.Trainer) -> bool:
         """Whether an EarlyStopping watches this checkpoint's monitor: the run then stops its
