@@ -323,8 +323,11 @@ class SeedModel(pl.LightningModule):
     def learning_rates(self) -> dict[str, float] | None:
         """The learning rate before training and now, ``{"first", "last"}`` (equal without a
         scheduler); None before the Trainer has made the optimizer."""
-        trainer = self._trainer
-        if trainer is None or not trainer.optimizers:
+        try:
+            trainer = self.trainer
+        except RuntimeError:  # not attached to a Trainer (a run that stopped before fit)
+            return None
+        if not trainer.optimizers:
             return None
         group = trainer.optimizers[0].param_groups[0]
         return {"first": float(group.get("initial_lr", group["lr"])), "last": float(group["lr"])}
