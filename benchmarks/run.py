@@ -46,7 +46,9 @@ long    Long learner runs: `model=quadratic trainer.max_epochs=3334` (10,002 ste
         them. Against bare Lightning on the same model, rows and epochs with a TensorBoardLogger
         into a temp dir and self.log("Loss/train_step", loss) in every training_step (the
         baseline of the target), also with Lightning's default ModelCheckpoint (a checkpoint
-        every epoch end, as the project writes), with everything off; and against plain loops,
+        every epoch end), also with as many callbacks as the project's, doing nothing (what
+        Lightning's call of every callback's hooks at every step costs), with everything off;
+        and against plain loops,
         with and without SummaryWriter.add_scalar every step. Per step (first batch to last,
         epoch ends included) and fit time. Then, once, the project's quadratic run under
         Lightning's SimpleProfiler (debug=profiler, max_epochs overridden): each action's total
@@ -766,6 +768,12 @@ def bench_data_realistic(n: int, batch_size: int, epochs: int, repeats: int) -> 
 
 
 # --- 5. long learner runs -------------------------------------------------------------------------
+#: The callbacks of a default project run with the progress bar off: parameters, histograms,
+#: gradient_check, graph, graph_figure, plots, run_card, loss_curve_png, the two checkpoints,
+#: and HParamsSummary and StopOnSignal, which train() adds.
+PROJECT_CALLBACKS = 12
+
+
 def bench_long(quadratic_epochs: int, sigmoid_epochs: int, repeats: int, profile: bool) -> dict:
     """Seed models for thousands of rounds with the seed experiments' every-step logging and the
     default callbacks (model=quadratic: 3 rows a epoch; model=sigmoid_net: 1), against bare
@@ -829,13 +837,19 @@ def bench_long(quadratic_epochs: int, sigmoid_epochs: int, repeats: int, profile
         return run
 
     def bare(
-        model: str, logger: bool, checkpoints: bool = False, epochs: int | None = None
+        model: str,
+        logger: bool,
+        checkpoints: bool = False,
+        epochs: int | None = None,
+        no_ops: int = 0,
     ) -> Callable[[], dict]:
         _, x, y, make = seeds[model]
         epochs = epochs or seeds[model][0]
 
         def run() -> dict:
             timer, root = step_timer(), tempfile.mkdtemp(prefix="bench-")
+            # callbacks that do nothing: what Lightning's calling of every callback's hooks costs
+            nothing = [pl.Callback() for _ in range(no_ops)]
             trainer = pl.Trainer(
                 max_epochs=epochs,
                 default_root_dir=root,
@@ -844,7 +858,7 @@ def bench_long(quadratic_epochs: int, sigmoid_epochs: int, repeats: int, profile
                 enable_checkpointing=checkpoints,
                 enable_progress_bar=False,
                 enable_model_summary=False,
-                callbacks=[timer],
+                callbacks=[timer, *nothing],
             )
             trainer.fit(make(log_loss=logger), TensorBatches(x, y, batch_size=1))
             return {**timer.result(), "fit_s": fits[-1], "steps": timer.steps}
@@ -873,6 +887,10 @@ def bench_long(quadratic_epochs: int, sigmoid_epochs: int, repeats: int, profile
             "bare + TensorBoard self.log every step": bare(model, logger=True),
             "bare + TensorBoard every step + default checkpoint": bare(
                 model, logger=True, checkpoints=True
+            ),
+            # As many callbacks as the project's default run has (progress bar off), doing nothing.
+            f"bare + TensorBoard every step + {PROJECT_CALLBACKS} no-op callbacks": bare(
+                model, logger=True, no_ops=PROJECT_CALLBACKS
             ),
             f"project model={model}, default callbacks": project(model, off),
             # What the two epoch-end checkpoints (last.ckpt, best.ckpt) cost a step of these
