@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +18,18 @@ from omegaconf import DictConfig
 from backprop_lab.config import CONFIG_DIR, PROJECT_ROOT
 
 ROOT = PROJECT_ROOT
+
+
+def cli(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """An entry point (train.py, eval.py, ...) run as a user runs it, Hydra's errors short."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,20 +15,9 @@ from backprop_lab.tools.predict import predict
 from backprop_lab.training import checkpoints
 from backprop_lab.training.run import train
 
-from conftest import ROOT
+from conftest import cli
 
 EXAMPLE = ("model=linear", "trainer.max_epochs=2000", "callbacks.early_stopping.patience=10")
-
-
-def cli(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / script), *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=300,
-        env={**os.environ, "HYDRA_FULL_ERROR": "0"},
-    )
 
 
 def ckpt(summary: dict, name: str) -> Path:

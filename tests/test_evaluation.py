@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,20 +18,9 @@ from backprop_lab.tools.predict import load_model
 from backprop_lab.training.build import build_data
 from backprop_lab.training.summary import report
 
-from conftest import ROOT
+from conftest import cli
 
 SPLIT = ("model=linear", "data=synthetic", "data.test_fraction=0.25", "trainer.max_epochs=4")
-
-
-def cli(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / script), *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=300,
-        env={**os.environ, "HYDRA_FULL_ERROR": "0"},
-    )
 
 
 def metrics_of(model, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:

@@ -63,6 +63,12 @@ def _batches(v: Any) -> bool:
     return (is_whole(v) and v >= 0) or (isinstance(v, float) and 0.0 <= v <= 1.0)
 
 
+def _every(v: Any) -> bool:
+    """A callback's interval (every_n_steps, every_n_epochs): a whole number >= 1, or null for
+    the callback's own choice."""
+    return v is None or (is_whole(v) and v >= 1)
+
+
 BATCHES = "a fraction in [0.0, 1.0] (of each epoch's batches) or a whole number of batches >= 0"
 
 #: A rule: (test, what the value must be, an example).
@@ -145,26 +151,22 @@ RULES: dict[str, Rule] = {
         )
         for split in ("train", "val", "test")
     },
-    "callbacks.model_checkpoint.every_n_epochs": (
-        lambda v: v is None or (is_whole(v) and v >= 1),
-        "a whole number >= 1, or null (every epoch up to 100, then about 50 saves)",
-        "callbacks.model_checkpoint.every_n_epochs=1",
-    ),
-    "callbacks.best_checkpoint.every_n_epochs": (
-        lambda v: v is None or (is_whole(v) and v >= 1),
-        "a whole number >= 1, or null (every epoch up to 100, then about 50 saves)",
-        "callbacks.best_checkpoint.every_n_epochs=1",
-    ),
-    "callbacks.histograms.every_n_steps": (
-        lambda v: v is None or (is_whole(v) and v >= 1),
-        "a whole number >= 1, or null (about 25 times a run)",
-        "callbacks.histograms.every_n_steps=50",
-    ),
-    "callbacks.gradient_check.every_n_steps": (
-        lambda v: v is None or (is_whole(v) and v >= 1),
-        "a whole number >= 1, or null (about 25 times a run)",
-        "callbacks.gradient_check.every_n_steps=10",
-    ),
+    **{
+        f"callbacks.{name}.every_n_epochs": (
+            _every,
+            "a whole number >= 1, or null (every epoch up to 100, then about 50 saves)",
+            f"callbacks.{name}.every_n_epochs=1",
+        )
+        for name in ("model_checkpoint", "best_checkpoint")
+    },
+    **{
+        f"callbacks.{name}.every_n_steps": (
+            _every,
+            "a whole number >= 1, or null (about 25 times a run)",
+            f"callbacks.{name}.every_n_steps={example}",
+        )
+        for name, example in (("histograms", 50), ("gradient_check", 10))
+    },
     "callbacks.gradient_check.rtol": (
         lambda v: is_number(v) and v > 0,
         "a number > 0",
